@@ -1,0 +1,165 @@
+//! The `podmortem` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::export::stdout::OutputFormat;
+
+/// podmortem watches a Kubernetes node's containers and explains why pods crash, from the
+/// node's own evidence: the container runtime (CRI and containerd's events), and later the
+/// kernel log, cgroups and procfs.
+#[derive(Debug, Parser)]
+#[command(name = "podmortem", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch the node and print findings until stopped (SIGINT/SIGTERM).
+    Run(RunArgs),
+    /// Check a config file and print the configuration that would be used.
+    CheckConfig(RunArgs),
+}
+
+/// Settings for `run`; each flag overrides the config file's key of the same name.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// YAML config file; unknown keys are rejected. See the README for every key.
+    #[arg(long, value_name = "FILE", env = "PODMORTEM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// containerd's socket, for both CRI and events [default: /run/containerd/containerd.sock]
+    #[arg(long, value_name = "SOCKET")]
+    pub containerd_address: Option<PathBuf>,
+    /// This node's name in Kubernetes [default: $NODE_NAME, else the hostname]
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Where the host's filesystem is mounted; /proc, /sys and /dev/kmsg are read below it
+    /// [default: /]
+    #[arg(long, value_name = "DIR")]
+    pub host_root: Option<PathBuf>,
+    /// Directory for state that must survive a restart [default: /var/lib/podmortem]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Finding format on standard output [default: auto: text on a terminal, JSON lines otherwise]
+    #[arg(long, value_enum)]
+    pub output: Option<OutputFormat>,
+    /// Log filter for podmortem's own logs on standard error (e.g. `info`, `podmortem=debug`)
+    #[arg(long, value_name = "FILTER", env = "PODMORTEM_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+impl RunArgs {
+    /// The config file (or defaults) with the flags applied.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = &self.containerd_address {
+            config.containerd_address.clone_from(v);
+        }
+        if let Some(v) = &self.node_name {
+            config.node_name = Some(v.clone());
+        }
+        if let Some(v) = &self.host_root {
+            config.host_root.clone_from(v);
+        }
+        if let Some(v) = &self.state_dir {
+            config.state_dir.clone_from(v);
+        }
+        if let Some(v) = self.output {
+            config.output = v;
+        }
+        config.validate(Path::new("<command line>"))?;
+        Ok(config)
+    }
+}
+
+/// The node name: configured, else the hostname.
+fn node_name(config: &Config) -> String {
+    config.node_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "unknown-node".to_owned())
+    })
+}
+
+/// Entry point of the binary. Exit codes: 0 success, 1 runtime failure, 2 bad usage or config.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig(args) => match args.config() {
+            Ok(config) => match serde_yaml_ng::to_string(&config) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(1, &format!("cannot print the configuration: {error}")),
+            },
+            Err(error) => fail(2, &error.to_string()),
+        },
+        Command::Run(args) => {
+            let config = match args.config() {
+                Ok(config) => config,
+                Err(error) => return fail(2, &error.to_string()),
+            };
+            if let Err(error) = init_logging(&args.log_level) {
+                return fail(2, &format!("invalid --log-level {:?}: {error}", args.log_level));
+            }
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(error) => return fail(1, &format!("cannot start the async runtime: {error}")),
+            };
+            let node = node_name(&config);
+            runtime.block_on(async move {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(stop_on_signal(shutdown.clone()));
+                match crate::pipeline::run(config, node, shutdown).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => fail(1, &error.to_string()),
+                }
+            })
+        }
+    }
+}
+
+#[allow(clippy::print_stderr)] // The one place that reports a fatal error to the user.
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("podmortem: {message}");
+    ExitCode::from(code)
+}
+
+fn init_logging(filter: &str) -> Result<(), tracing_subscriber::filter::ParseError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; stop podmortem with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}

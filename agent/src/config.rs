@@ -1,0 +1,267 @@
+//! The configuration file (`--config FILE`, YAML). Every key is optional; unknown keys are
+//! rejected, naming the file, line and key. Command-line flags override the file.
+//!
+//! ```yaml
+//! containerd_address: /run/containerd/containerd.sock
+//! node_name: worker-1          # default: $NODE_NAME, else the hostname
+//! host_root: /host             # where the host's /proc, /sys and /dev are visible
+//! state_dir: /var/lib/podmortem
+//! output: json                 # auto | text | json
+//! cri:
+//!   resync_interval: 30s
+//!   request_timeout: 5s
+//!   retry_initial: 250ms
+//!   retry_max: 10s
+//! events:
+//!   namespace: k8s.io
+//!   retry_initial: 250ms
+//!   retry_max: 10s
+//! exit:
+//!   report_sigterm: true
+//!   runtime_grace: 3s
+//!   first_start_lookback: 5m
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::container_exit::ExitConfig;
+use crate::export::stdout::OutputFormat;
+use crate::sources::containerd_events::EventsConfig;
+use crate::sources::cri::CriConfig;
+
+/// Everything podmortem can be told.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// containerd's gRPC socket. CRI and the event stream are both read from it.
+    pub containerd_address: PathBuf,
+    /// The node's name, as Kubernetes knows it. Default: `$NODE_NAME`, else the hostname.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Where the host's root filesystem is visible (`/` when podmortem runs on the host,
+    /// `/host` in the DaemonSet). `/proc`, `/sys` and `/dev/kmsg` are read below it.
+    pub host_root: PathBuf,
+    /// Where small state that must survive a restart is kept.
+    pub state_dir: PathBuf,
+    /// How findings are printed on standard output.
+    pub output: OutputFormat,
+    /// The CRI source.
+    pub cri: CriConfig,
+    /// The containerd event source.
+    pub events: EventsConfig,
+    /// The container exit detector.
+    pub exit: ExitConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            containerd_address: PathBuf::from("/run/containerd/containerd.sock"),
+            node_name: None,
+            host_root: PathBuf::from("/"),
+            state_dir: PathBuf::from("/var/lib/podmortem"),
+            output: OutputFormat::Auto,
+            cri: CriConfig::default(),
+            events: EventsConfig::default(),
+            exit: ExitConfig::default(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML, or a key is unknown or has the wrong type.
+    #[error("{path}:{line}:{column}: key `{key}`: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// 1-based column (0 when unknown).
+        column: usize,
+        /// The dotted key path where parsing failed.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value parsed but makes no sense.
+    #[error("{path}: key `{key}`: {message}")]
+    Invalid {
+        /// The file (or `<command line>`).
+        path: PathBuf,
+        /// The dotted key path.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and checks config text; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|err| {
+            let key = err.path().to_string();
+            let inner = err.into_inner();
+            let (line, column) = inner.location().map_or((0, 0), |l| (l.line(), l.column()));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                key,
+                message: inner.to_string(),
+            }
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message: message.to_owned(),
+        };
+        let at_least = |key: &str, d: Duration, min: Duration| {
+            if d < min {
+                Err(invalid(
+                    key,
+                    &format!("must be at least {}", humantime::format_duration(min)),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let ms = Duration::from_millis;
+        at_least(
+            "cri.resync_interval",
+            self.cri.resync_interval,
+            Duration::from_secs(1),
+        )?;
+        at_least("cri.request_timeout", self.cri.request_timeout, ms(10))?;
+        at_least("cri.retry_initial", self.cri.retry_initial, ms(1))?;
+        at_least("events.retry_initial", self.events.retry_initial, ms(1))?;
+        if self.cri.retry_max < self.cri.retry_initial {
+            return Err(invalid(
+                "cri.retry_max",
+                "must not be shorter than cri.retry_initial",
+            ));
+        }
+        if self.events.retry_max < self.events.retry_initial {
+            return Err(invalid(
+                "events.retry_max",
+                "must not be shorter than events.retry_initial",
+            ));
+        }
+        if self.events.namespace.is_empty() {
+            return Err(invalid("events.namespace", "must not be empty"));
+        }
+        if self.node_name.as_deref() == Some("") {
+            return Err(invalid("node_name", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/podmortem.yaml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults_and_keys_override() {
+        assert_eq!(parse("").ok(), Some(Config::default()));
+        let c = parse("node_name: w1\ncri:\n  resync_interval: 2m\nexit:\n  report_sigterm: false\n")
+            .expect("valid");
+        assert_eq!(c.node_name.as_deref(), Some("w1"));
+        assert_eq!(c.cri.resync_interval, Duration::from_secs(120));
+        assert_eq!(c.cri.request_timeout, CriConfig::default().request_timeout);
+        assert!(!c.exit.report_sigterm);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = parse("node_name: w1\ncri:\n  resync_intervall: 2m\n")
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.starts_with("/etc/podmortem.yaml:3:"), "{err}");
+        assert!(err.contains("resync_intervall"), "{err}");
+        assert!(err.contains("key `cri"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_yaml_are_errors_with_a_line() {
+        let err = parse("cri:\n  resync_interval: soon\n")
+            .expect_err("bad duration")
+            .to_string();
+        assert!(
+            err.contains(":2:") && err.contains("cri.resync_interval"),
+            "{err}"
+        );
+        let err = parse("cri: [unclosed\n").expect_err("bad yaml").to_string();
+        assert!(err.starts_with("/etc/podmortem.yaml:"), "{err}");
+        let err = parse("output: xml\n").expect_err("bad enum").to_string();
+        assert!(err.contains("output"), "{err}");
+    }
+
+    #[test]
+    fn nonsense_values_are_rejected() {
+        let err = parse("cri:\n  resync_interval: 10ms\n")
+            .expect_err("too short")
+            .to_string();
+        assert_eq!(
+            err,
+            "/etc/podmortem.yaml: key `cri.resync_interval`: must be at least 1s"
+        );
+        assert!(parse("events:\n  namespace: ''\n").is_err());
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("config.rs");
+        let example: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```yaml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| {
+                format!(
+                    "{}\n",
+                    l.trim_start_matches("//!").strip_prefix(' ').unwrap_or("")
+                )
+            })
+            .collect();
+        let c = parse(&example).expect("documented example");
+        assert_eq!(c.node_name.as_deref(), Some("worker-1"));
+        assert_eq!(c.output, OutputFormat::Json);
+    }
+}

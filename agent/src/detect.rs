@@ -1,0 +1,37 @@
+//! Detection: turns source events into findings. Each finding kind has its own detector module;
+//! the [`Engine`](crate::engine::Engine) feeds every detector every event, in order, together
+//! with the current [`Inventory`].
+
+pub mod container_exit;
+pub mod exit_code;
+pub mod finding;
+pub mod occurrences;
+
+use std::time::SystemTime;
+
+pub use self::finding::{Evidence, EvidenceSource, Finding, FindingKind, Severity, Subject};
+use crate::inventory::Inventory;
+use crate::sources::SourceEvent;
+
+/// What a detector may look at besides the event.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// The node podmortem runs on.
+    pub node: &'a str,
+    /// The pods and containers on it, with the current event already applied.
+    pub inventory: &'a Inventory,
+    /// The current time.
+    pub now: SystemTime,
+}
+
+/// A detector of one kind of problem.
+pub trait Detector: Send {
+    /// The detector's name, for logs.
+    fn name(&self) -> &'static str;
+
+    /// Looks at one source event; pushes any findings to `out`.
+    fn on_event(&mut self, event: &SourceEvent, cx: &Context<'_>, out: &mut Vec<Finding>);
+
+    /// Called periodically, for findings that depend on time passing.
+    fn on_tick(&mut self, _cx: &Context<'_>, _out: &mut Vec<Finding>) {}
+}

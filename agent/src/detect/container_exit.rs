@@ -1,0 +1,358 @@
+//! Detector: a container's main process exited abnormally (non-zero code or killed by a
+//! signal). It merges what containerd's `TaskExit` event and CRI's `ContainerStatus` say about
+//! the same exit into one finding, and reports each exit once.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+use super::exit_code::{self, ExitCause};
+use super::finding::fingerprint;
+use super::{Context, Detector, Evidence, EvidenceSource, Finding, FindingKind, Severity, Subject};
+use crate::model::{ContainerInfo, ContainerState};
+use crate::sources::{ContainerdEvent, SourceEvent};
+
+/// Settings of the exit detector (`exit:` in the config file).
+#[derive(Debug, Clone, serde::Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExitConfig {
+    /// Report exits by SIGTERM (code 143). They are usually stops that kubelet asked for
+    /// (deletion, rollout, eviction), so they are reported at `info` severity.
+    pub report_sigterm: bool,
+    /// How long to wait for the runtime to record an exit that containerd announced before
+    /// reporting it from the event alone (the container may have been removed at once).
+    #[serde(with = "humantime_serde")]
+    pub runtime_grace: Duration,
+    /// On the very first start (no state in `--state-dir`), also report exits that happened
+    /// this long before podmortem started. Later starts report everything since the last run.
+    #[serde(with = "humantime_serde")]
+    pub first_start_lookback: Duration,
+}
+
+impl Default for ExitConfig {
+    fn default() -> Self {
+        ExitConfig {
+            report_sigterm: true,
+            runtime_grace: Duration::from_secs(3),
+            first_start_lookback: Duration::from_secs(300),
+        }
+    }
+}
+
+/// At most this many announced exits wait for the runtime's record at once.
+const MAX_PENDING: usize = 4096;
+
+/// An exit announced by containerd, waiting for CRI's record of it.
+#[derive(Debug, Clone)]
+struct PendingExit {
+    pid: u32,
+    exit_status: u32,
+    exited_at: Option<SystemTime>,
+    received: SystemTime,
+    /// The container as known when the exit was announced.
+    container: Option<ContainerInfo>,
+}
+
+/// The exit detector.
+#[derive(Debug)]
+pub struct ContainerExitDetector {
+    config: ExitConfig,
+    /// Exits that finished at or before this moment were handled by an earlier run.
+    watermark: SystemTime,
+    pending: HashMap<String, PendingExit>,
+    /// Containers whose exit has been handled; pruned as containers disappear.
+    handled: HashMap<String, ()>,
+}
+
+impl ContainerExitDetector {
+    /// A detector that treats exits finished at or before `watermark` as already handled.
+    pub fn new(config: ExitConfig, watermark: SystemTime) -> Self {
+        ContainerExitDetector {
+            config,
+            watermark,
+            pending: HashMap::new(),
+            handled: HashMap::new(),
+        }
+    }
+
+    fn on_task_exit(
+        &mut self,
+        container_id: &str,
+        pid: u32,
+        exit_status: u32,
+        exited_at: Option<SystemTime>,
+        cx: &Context<'_>,
+    ) {
+        if cx.inventory.is_sandbox(container_id) || self.handled.contains_key(container_id) {
+            return;
+        }
+        if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(container_id) {
+            tracing::warn!(
+                container_id,
+                "too many exits waiting for the runtime; this one is left to the next resync"
+            );
+            return;
+        }
+        self.pending.insert(
+            container_id.to_owned(),
+            PendingExit {
+                pid,
+                exit_status,
+                exited_at,
+                received: cx.now,
+                container: cx.inventory.container(container_id).cloned(),
+            },
+        );
+    }
+
+    fn on_container(&mut self, c: &ContainerInfo, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        if c.state != ContainerState::Exited || self.handled.contains_key(&c.id) {
+            return;
+        }
+        let Some(code) = c.exit_code else { return };
+        let pending = self.pending.remove(&c.id);
+        self.handled.insert(c.id.clone(), ());
+        let before_watermark = c.finished_at.is_some_and(|t| t <= self.watermark);
+        if pending.is_none() && before_watermark {
+            return;
+        }
+        if let Some(f) = self.finding(c, code, pending.as_ref(), true, cx) {
+            out.push(f);
+        }
+    }
+
+    /// Builds the finding, or `None` when the exit is not abnormal (or not reported).
+    fn finding(
+        &self,
+        c: &ContainerInfo,
+        code: i32,
+        event: Option<&PendingExit>,
+        from_cri: bool,
+        cx: &Context<'_>,
+    ) -> Option<Finding> {
+        let cause = exit_code::explain(code);
+        let sigterm = cause.signal.is_some_and(|s| s.name == "SIGTERM");
+        if code == 0 || (sigterm && !self.config.report_sigterm) {
+            return None;
+        }
+        let mut evidence = Vec::with_capacity(2);
+        if let Some(e) = event {
+            evidence.push(
+                Evidence::new(
+                    EvidenceSource::ContainerdEvent,
+                    e.exited_at,
+                    format!("TaskExit: pid {} exited with status {}", e.pid, e.exit_status),
+                )
+                .with("pid", e.pid)
+                .with("exit_status", e.exit_status),
+            );
+        }
+        if from_cri {
+            evidence.push(cri_evidence(c, code));
+        }
+        let severity = if sigterm {
+            Severity::Info
+        } else {
+            Severity::Warning
+        };
+        let at = c
+            .finished_at
+            .or_else(|| event.and_then(|e| e.exited_at))
+            .unwrap_or(cx.now);
+        Some(Finding {
+            kind: FindingKind::ContainerExited,
+            severity,
+            subject: Subject::container(cx.node, c),
+            summary: summary(c, &cause),
+            evidence,
+            hint: hint(c, &cause),
+            fingerprint: fingerprint(&[
+                FindingKind::ContainerExited.as_str(),
+                cx.node,
+                &c.pod.namespace,
+                &c.pod.name,
+                if c.name.is_empty() { &c.id } else { &c.name },
+                &code.to_string(),
+            ]),
+            first_seen: at,
+            last_seen: at,
+            count: 1,
+        })
+    }
+}
+
+fn cri_evidence(c: &ContainerInfo, code: i32) -> Evidence {
+    let mut e = Evidence::new(
+        EvidenceSource::Cri,
+        c.finished_at,
+        format!(
+            "ContainerStatus: state EXITED, exit code {code}, reason {:?}{}",
+            c.reason,
+            if c.message.is_empty() {
+                String::new()
+            } else {
+                format!(", message {:?}", c.message)
+            }
+        ),
+    )
+    .with("exit_code", code)
+    .with("reason", c.reason.clone())
+    .with("attempt", c.attempt)
+    .with("image", c.image.clone());
+    if !c.message.is_empty() {
+        e = e.with("message", c.message.clone());
+    }
+    if let Some(t) = c.started_at {
+        e = e.with("started_at", super::finding::format_time(t));
+    }
+    if let Some(t) = c.finished_at {
+        e = e.with("finished_at", super::finding::format_time(t));
+    }
+    if let Some(d) = c.ran_for() {
+        e = e.with("ran_for_seconds", d.as_secs_f64());
+    }
+    if let Some(limit) = c.memory_limit_bytes {
+        e = e.with("memory_limit_bytes", limit);
+    }
+    if let Some(path) = &c.log_path {
+        e = e.with("log_path", path.display().to_string());
+    }
+    e
+}
+
+fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1000..=59_999 => format!("{:.1}s", d.as_secs_f64()),
+        _ => humantime::format_duration(Duration::from_secs(d.as_secs())).to_string(),
+    }
+}
+
+fn summary(c: &ContainerInfo, cause: &ExitCause) -> String {
+    let who = format!(
+        "container {} of pod {}",
+        if c.name.is_empty() { "?" } else { &c.name },
+        c.pod.display()
+    );
+    let what = match (cause.signal, c.reason.as_str()) {
+        (_, "OOMKilled") => format!("was OOM-killed (exit code {})", cause.code),
+        (Some(sig), _) => format!(
+            "was killed by {} (exit code {}, {})",
+            sig.name, cause.code, cause.meaning
+        ),
+        (None, _) => format!("exited with code {} ({})", cause.code, cause.meaning),
+    };
+    let ran = c
+        .ran_for()
+        .map(|d| format!(" after running {}", human_duration(d)))
+        .unwrap_or_default();
+    let attempt = if c.attempt > 0 {
+        format!(", restart {}", c.attempt)
+    } else {
+        String::new()
+    };
+    format!("{who} {what}{ran}{attempt}")
+}
+
+fn hint(c: &ContainerInfo, cause: &ExitCause) -> String {
+    let logs = format!(
+        "kubectl logs -n {} {} -c {} --previous",
+        if c.pod.namespace.is_empty() {
+            "<namespace>"
+        } else {
+            &c.pod.namespace
+        },
+        if c.pod.name.is_empty() {
+            "<pod>"
+        } else {
+            &c.pod.name
+        },
+        if c.name.is_empty() { "<container>" } else { &c.name },
+    );
+    let signal = cause.signal.map(|s| s.name);
+    if c.reason == "OOMKilled" {
+        return format!(
+            "The container hit its memory limit{}: raise resources.limits.memory or reduce the process's memory use.",
+            c.memory_limit_bytes
+                .map(|b| format!(" ({} MiB)", b / (1024 * 1024)))
+                .unwrap_or_default()
+        );
+    }
+    match (cause.code, signal) {
+        (126, _) => "The command exists but cannot be executed: check its permissions (chmod +x), its interpreter line, and that the image is built for this node's architecture.".to_owned(),
+        (127, _) => format!("The command (or something it runs) was not found: check command/args, that the binary is in the image, and for pods that run tools on the host that the host has them. See `{logs}`."),
+        (125, _) => "The runtime could not start the command: check the image and the container's securityContext.".to_owned(),
+        (_, Some("SIGKILL")) => format!("SIGKILL comes from the kernel OOM killer, a liveness probe that kept failing past the grace period, or an external kill: check the node's kernel log and the pod's events. See `{logs}`."),
+        (_, Some("SIGSEGV" | "SIGBUS")) => format!("The process crashed on a bad memory access: a bug in it or a native library, or a binary built for another libc/CPU. See `{logs}`."),
+        (_, Some("SIGILL")) => "The binary uses a CPU instruction this node lacks: build for this node's CPU or schedule the pod on newer nodes.".to_owned(),
+        (_, Some("SIGABRT")) => format!("The process aborted itself (failed assertion, uncaught exception, failed allocation). See `{logs}`."),
+        (_, Some("SIGTERM")) => "SIGTERM is how kubelet stops containers (pod deletion, rollout, eviction, failed liveness probe); if nothing asked for it, check the pod's events.".to_owned(),
+        _ => format!("The application exited with an error: read its last output with `{logs}`."),
+    }
+}
+
+impl Detector for ContainerExitDetector {
+    fn name(&self) -> &'static str {
+        "container_exit"
+    }
+
+    fn on_event(&mut self, event: &SourceEvent, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        match event {
+            SourceEvent::Containerd(ContainerdEvent::TaskExit {
+                container_id,
+                exec_id,
+                pid,
+                exit_status,
+                exited_at,
+            }) if exec_id.is_empty() || exec_id == container_id => {
+                self.on_task_exit(container_id, *pid, *exit_status, *exited_at, cx);
+            }
+            SourceEvent::CriContainer(c) => self.on_container(c, cx, out),
+            SourceEvent::CriSnapshot(snapshot) => {
+                for c in &snapshot.containers {
+                    self.on_container(c, cx, out);
+                }
+                // Forget containers that are gone; nothing of theirs can be reported twice.
+                self.handled.retain(|id, ()| cx.inventory.container(id).is_some());
+            }
+            _ => {}
+        }
+    }
+
+    fn on_tick(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        let grace = self.config.runtime_grace;
+        let overdue: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                cx.now
+                    .duration_since(p.received)
+                    .is_ok_and(|waited| waited >= grace)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in overdue {
+            let Some(p) = self.pending.remove(&id) else {
+                continue;
+            };
+            self.handled.insert(id.clone(), ());
+            // The runtime never recorded it: report from the event and what was known before.
+            let mut c = p
+                .container
+                .clone()
+                .or_else(|| cx.inventory.container(&id).cloned())
+                .unwrap_or_else(|| ContainerInfo::unknown(&id));
+            c.finished_at = p.exited_at;
+            let code = i32::try_from(p.exit_status).unwrap_or(i32::MAX);
+            if let Some(f) = self.finding(&c, code, Some(&p), false, cx) {
+                out.push(f);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "container_exit_tests.rs"]
+mod tests;

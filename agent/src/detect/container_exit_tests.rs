@@ -1,0 +1,261 @@
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::inventory::Inventory;
+use crate::model::{PodInfo, PodRef, PodState};
+use crate::sources::CriSnapshot;
+
+fn t(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+}
+
+fn exited(id: &str, code: i32, reason: &str, finished: u64) -> ContainerInfo {
+    let mut c = ContainerInfo::unknown(id);
+    c.name = "app".into();
+    c.pod = PodRef {
+        namespace: "shop".into(),
+        name: "web-0".into(),
+        uid: "uid-1".into(),
+    };
+    c.pod_sandbox_id = "sb".into();
+    c.attempt = 2;
+    c.state = ContainerState::Exited;
+    c.exit_code = Some(code);
+    c.reason = reason.into();
+    c.started_at = Some(t(finished - 5));
+    c.finished_at = Some(t(finished));
+    c
+}
+
+struct Harness {
+    det: ContainerExitDetector,
+    inv: Inventory,
+    now: SystemTime,
+}
+
+impl Harness {
+    fn new(watermark: SystemTime) -> Self {
+        Harness {
+            det: ContainerExitDetector::new(ExitConfig::default(), watermark),
+            inv: Inventory::default(),
+            now: t(100),
+        }
+    }
+
+    fn feed(&mut self, ev: SourceEvent) -> Vec<Finding> {
+        self.inv.apply(&ev);
+        let cx = Context {
+            node: "node-1",
+            inventory: &self.inv,
+            now: self.now,
+        };
+        let mut out = Vec::new();
+        self.det.on_event(&ev, &cx, &mut out);
+        out
+    }
+
+    fn tick(&mut self) -> Vec<Finding> {
+        let cx = Context {
+            node: "node-1",
+            inventory: &self.inv,
+            now: self.now,
+        };
+        let mut out = Vec::new();
+        self.det.on_tick(&cx, &mut out);
+        out
+    }
+}
+
+fn task_exit(id: &str, status: u32, at: u64) -> SourceEvent {
+    SourceEvent::Containerd(ContainerdEvent::TaskExit {
+        container_id: id.into(),
+        exec_id: id.into(),
+        pid: 4321,
+        exit_status: status,
+        exited_at: Some(t(at)),
+    })
+}
+
+#[test]
+fn event_and_cri_status_merge_into_one_finding() {
+    let mut h = Harness::new(t(0));
+    assert!(
+        h.feed(task_exit("c1", 3, 50)).is_empty(),
+        "waits for CRI's record"
+    );
+    let out = h.feed(SourceEvent::CriContainer(Box::new(exited("c1", 3, "Error", 50))));
+    assert_eq!(out.len(), 1);
+    let f = &out[0];
+    assert_eq!(f.kind, FindingKind::ContainerExited);
+    assert_eq!(f.severity, Severity::Warning);
+    assert_eq!(
+        f.subject,
+        Subject::Container {
+            node: "node-1".into(),
+            namespace: "shop".into(),
+            pod: "web-0".into(),
+            pod_uid: "uid-1".into(),
+            container: "app".into(),
+            container_id: "c1".into(),
+            attempt: 2,
+        }
+    );
+    assert_eq!(
+        f.summary,
+        "container app of pod shop/web-0 exited with code 3 (application error) after running 5.0s, restart 2"
+    );
+    let sources: Vec<_> = f.evidence.iter().map(|e| e.source).collect();
+    assert_eq!(
+        sources,
+        vec![EvidenceSource::ContainerdEvent, EvidenceSource::Cri]
+    );
+    assert!(
+        f.hint.contains("kubectl logs -n shop web-0 -c app --previous"),
+        "{}",
+        f.hint
+    );
+    // Seen again by a resync: not reported twice.
+    let snap = CriSnapshot {
+        taken_at: t(60),
+        pods: vec![],
+        containers: vec![exited("c1", 3, "Error", 50)],
+    };
+    assert!(h.feed(SourceEvent::CriSnapshot(snap)).is_empty());
+    h.now = t(200);
+    assert!(h.tick().is_empty(), "nothing left pending");
+}
+
+#[test]
+fn signals_are_named() {
+    let mut h = Harness::new(t(0));
+    let kill = h.feed(SourceEvent::CriContainer(Box::new(exited("k", 137, "Error", 50))));
+    assert!(
+        kill[0].summary.contains("killed by SIGKILL (exit code 137"),
+        "{}",
+        kill[0].summary
+    );
+    let segv = h.feed(SourceEvent::CriContainer(Box::new(exited("s", 139, "Error", 50))));
+    assert!(segv[0].summary.contains("SIGSEGV"), "{}", segv[0].summary);
+    let term = h.feed(SourceEvent::CriContainer(Box::new(exited("t", 143, "Error", 50))));
+    assert_eq!(term[0].severity, Severity::Info);
+    assert_ne!(kill[0].fingerprint, segv[0].fingerprint);
+}
+
+#[test]
+fn oom_killed_reason_is_said_plainly() {
+    let mut h = Harness::new(t(0));
+    let mut c = exited("o", 137, "OOMKilled", 50);
+    c.memory_limit_bytes = Some(32 * 1024 * 1024);
+    let out = h.feed(SourceEvent::CriContainer(Box::new(c)));
+    assert!(
+        out[0].summary.contains("was OOM-killed (exit code 137)"),
+        "{}",
+        out[0].summary
+    );
+    assert!(out[0].hint.contains("(32 MiB)"), "{}", out[0].hint);
+}
+
+#[test]
+fn clean_exits_and_old_exits_are_not_reported() {
+    let mut h = Harness::new(t(40));
+    assert!(h
+        .feed(SourceEvent::CriContainer(Box::new(exited(
+            "ok",
+            0,
+            "Completed",
+            50
+        ))))
+        .is_empty());
+    assert!(
+        h.feed(SourceEvent::CriContainer(Box::new(exited("old", 1, "Error", 30))))
+            .is_empty(),
+        "finished before the watermark: an earlier run handled it"
+    );
+    assert_eq!(
+        h.feed(SourceEvent::CriContainer(Box::new(exited("new", 1, "Error", 45))))
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn an_announced_exit_is_reported_even_before_the_watermark() {
+    let mut h = Harness::new(t(60));
+    h.feed(task_exit("c", 2, 50));
+    assert_eq!(
+        h.feed(SourceEvent::CriContainer(Box::new(exited("c", 2, "Error", 50))))
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn exit_the_runtime_never_records_is_reported_from_the_event_after_the_grace() {
+    let mut h = Harness::new(t(0));
+    let mut running = exited("gone", 0, "", 50);
+    running.state = ContainerState::Running;
+    running.exit_code = None;
+    running.finished_at = None;
+    h.feed(SourceEvent::CriContainer(Box::new(running)));
+    h.feed(task_exit("gone", 139, 99));
+    h.feed(SourceEvent::Containerd(ContainerdEvent::ContainerDelete {
+        id: "gone".into(),
+    }));
+    h.now = t(101);
+    assert!(h.tick().is_empty(), "still within the grace period");
+    h.now = t(104);
+    let out = h.tick();
+    assert_eq!(out.len(), 1);
+    assert!(
+        out[0]
+            .summary
+            .starts_with("container app of pod shop/web-0 was killed by SIGSEGV"),
+        "{}",
+        out[0].summary
+    );
+    assert_eq!(out[0].evidence.len(), 1);
+    assert_eq!(out[0].evidence[0].source, EvidenceSource::ContainerdEvent);
+}
+
+#[test]
+fn sandbox_exits_and_exec_exits_are_ignored() {
+    let mut h = Harness::new(t(0));
+    let pod = PodInfo {
+        id: "sb".into(),
+        pod: PodRef::default(),
+        attempt: 0,
+        state: PodState::NotReady,
+        created_at: None,
+        labels: Default::default(),
+    };
+    h.feed(SourceEvent::CriPod(pod));
+    h.feed(task_exit("sb", 137, 50));
+    h.feed(SourceEvent::Containerd(ContainerdEvent::TaskExit {
+        container_id: "c".into(),
+        exec_id: "exec-1".into(),
+        pid: 1,
+        exit_status: 1,
+        exited_at: Some(t(50)),
+    }));
+    h.now = t(200);
+    assert!(h.tick().is_empty());
+}
+
+#[test]
+fn unlabelled_container_still_reported_with_what_is_known() {
+    let mut h = Harness::new(t(0));
+    let mut c = ContainerInfo::unknown("abcdef0123456789");
+    c.state = ContainerState::Exited;
+    c.exit_code = Some(1);
+    c.finished_at = Some(t(50));
+    let out = h.feed(SourceEvent::CriContainer(Box::new(c)));
+    assert_eq!(out.len(), 1);
+    assert!(
+        out[0]
+            .summary
+            .starts_with("container ? of pod ?/? exited with code 1"),
+        "{}",
+        out[0].summary
+    );
+    assert_eq!(out[0].subject.to_string(), "?/?[abcdef012345]");
+}

@@ -1,0 +1,5 @@
+//! The `podmortem` binary.
+
+fn main() -> std::process::ExitCode {
+    podmortem::cli::main()
+}

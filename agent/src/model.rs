@@ -1,0 +1,195 @@
+//! What podmortem knows about the pods and containers on its node, independent of the wire
+//! format it learnt it from. Sources fill these types; the inventory and the detectors read them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+/// Kubelet's label naming the pod a container or sandbox belongs to.
+pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
+/// Kubelet's label naming the pod's namespace.
+pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+/// Kubelet's label carrying the pod's uid.
+pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
+/// Kubelet's label naming the container within its pod.
+pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
+
+/// The identity of a Kubernetes pod, as far as it is known.
+///
+/// Fields are empty strings when the runtime did not say (a pod not created by kubelet has no
+/// labels); a finding about it still goes out with what is known.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PodRef {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub name: String,
+    /// The pod's uid.
+    pub uid: String,
+}
+
+impl PodRef {
+    /// Reads the pod identity from kubelet's labels, falling back to the sandbox metadata.
+    pub fn from_labels(labels: &BTreeMap<String, String>, fallback: &PodRef) -> PodRef {
+        let pick = |key: &str, fallback: &str| {
+            labels
+                .get(key)
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .unwrap_or_else(|| fallback.to_owned())
+        };
+        PodRef {
+            namespace: pick(LABEL_POD_NAMESPACE, &fallback.namespace),
+            name: pick(LABEL_POD_NAME, &fallback.name),
+            uid: pick(LABEL_POD_UID, &fallback.uid),
+        }
+    }
+
+    /// `namespace/name`, or `?` for the parts that are unknown.
+    pub fn display(&self) -> String {
+        let or_q = |s: &str| {
+            if s.is_empty() {
+                "?".to_owned()
+            } else {
+                s.to_owned()
+            }
+        };
+        format!("{}/{}", or_q(&self.namespace), or_q(&self.name))
+    }
+}
+
+/// A pod sandbox (the pod's namespaces and pause process) as the runtime reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodInfo {
+    /// The sandbox id.
+    pub id: String,
+    /// Which pod this sandbox is.
+    pub pod: PodRef,
+    /// Kubelet's attempt counter for the sandbox (bumped when the sandbox is recreated).
+    pub attempt: u32,
+    /// Whether the sandbox is ready.
+    pub state: PodState,
+    /// When the sandbox was created.
+    pub created_at: Option<SystemTime>,
+    /// The sandbox's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The state of a pod sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PodState {
+    /// The sandbox is up.
+    Ready,
+    /// The sandbox is stopped or being torn down.
+    NotReady,
+}
+
+/// The lifecycle state of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerState {
+    /// Created but not started.
+    Created,
+    /// Its main process runs.
+    Running,
+    /// Its main process has exited.
+    Exited,
+    /// The runtime does not know (or reported a state podmortem does not know).
+    Unknown,
+}
+
+/// A container as the runtime reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerInfo {
+    /// The container id.
+    pub id: String,
+    /// The sandbox this container runs in.
+    pub pod_sandbox_id: String,
+    /// The container's name within its pod.
+    pub name: String,
+    /// Which pod it belongs to.
+    pub pod: PodRef,
+    /// Kubelet's restart counter: 0 for the first run, N for the N-th restart.
+    pub attempt: u32,
+    /// Lifecycle state.
+    pub state: ContainerState,
+    /// When it was created.
+    pub created_at: Option<SystemTime>,
+    /// When its main process started.
+    pub started_at: Option<SystemTime>,
+    /// When its main process exited.
+    pub finished_at: Option<SystemTime>,
+    /// Exit code of the main process, once exited.
+    pub exit_code: Option<i32>,
+    /// The runtime's one-word reason (`Error`, `OOMKilled`, `Completed`, ...).
+    pub reason: String,
+    /// The runtime's message, if any.
+    pub message: String,
+    /// The image as the pod spec names it.
+    pub image: String,
+    /// The image digest reference.
+    pub image_ref: String,
+    /// Where the runtime writes the container's log (CRI log format).
+    pub log_path: Option<PathBuf>,
+    /// The container's mounts.
+    pub mounts: Vec<MountInfo>,
+    /// Memory limit in bytes, if one is set.
+    pub memory_limit_bytes: Option<u64>,
+    /// The main process's pid on the host, while it runs.
+    pub pid: Option<u32>,
+    /// The cgroup path the runtime placed the container in (as given to the OCI runtime).
+    pub cgroups_path: Option<String>,
+    /// Labels (kubelet's included).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ContainerInfo {
+    /// A container known only by its id.
+    pub fn unknown(id: &str) -> Self {
+        ContainerInfo {
+            id: id.to_owned(),
+            pod_sandbox_id: String::new(),
+            name: String::new(),
+            pod: PodRef::default(),
+            attempt: 0,
+            state: ContainerState::Unknown,
+            created_at: None,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            reason: String::new(),
+            message: String::new(),
+            image: String::new(),
+            image_ref: String::new(),
+            log_path: None,
+            mounts: Vec::new(),
+            memory_limit_bytes: None,
+            pid: None,
+            cgroups_path: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// How long the main process ran, if it has started and exited.
+    pub fn ran_for(&self) -> Option<std::time::Duration> {
+        let (start, end) = (self.started_at?, self.finished_at?);
+        end.duration_since(start).ok()
+    }
+}
+
+/// One mount of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountInfo {
+    /// Where it appears inside the container.
+    pub container_path: String,
+    /// Where it comes from on the host.
+    pub host_path: String,
+    /// Whether it is mounted read-only.
+    pub readonly: bool,
+}

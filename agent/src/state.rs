@@ -1,0 +1,129 @@
+//! Small state that must survive a restart, kept as one JSON file under `--state-dir`.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// The file name under the state directory.
+pub const STATE_FILE: &str = "state.json";
+
+/// What can go wrong with the state file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The state directory could not be created.
+    #[error("cannot create state directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state file could not be written.
+    #[error("cannot write state file {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The persisted state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Every container exit that finished before this time has been handled (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exits_seen_until: Option<String>,
+}
+
+/// The state file and its current contents.
+#[derive(Debug)]
+pub struct StateStore {
+    path: PathBuf,
+    state: State,
+    /// Whether a previous run left a readable state file.
+    found: bool,
+}
+
+impl StateStore {
+    /// Opens (creating the directory if needed) the state under `dir`. An unreadable or corrupt
+    /// file is logged and replaced by an empty state: podmortem then behaves as on a first start.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(STATE_FILE);
+        let (state, found) = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+                Ok(state) => (state, true),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "state file is corrupt; starting fresh");
+                    (State::default(), false)
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (State::default(), false),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot read state file; starting fresh");
+                (State::default(), false)
+            }
+        };
+        Ok(StateStore { path, state, found })
+    }
+
+    /// Whether an earlier run left state behind.
+    pub fn found(&self) -> bool {
+        self.found
+    }
+
+    /// The time up to which every exit was handled, if an earlier run recorded one.
+    pub fn exits_seen_until(&self) -> Option<SystemTime> {
+        humantime::parse_rfc3339(self.state.exits_seen_until.as_deref()?).ok()
+    }
+
+    /// Records that every exit finished before `t` was handled, and saves.
+    pub fn set_exits_seen_until(&mut self, t: SystemTime) -> Result<(), StateError> {
+        self.state.exits_seen_until = Some(humantime::format_rfc3339_nanos(t).to_string());
+        self.save()
+    }
+
+    /// Writes the state atomically (temporary file, then rename).
+    pub fn save(&self) -> Result<(), StateError> {
+        let tmp = self.path.with_extension("json.tmp");
+        let write = |path: &Path| -> std::io::Result<()> {
+            let bytes = serde_json::to_vec_pretty(&self.state).map_err(std::io::Error::other)?;
+            std::fs::write(path, bytes)?;
+            std::fs::rename(path, &self.path)
+        };
+        write(&tmp).map_err(|source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn round_trips_and_survives_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = StateStore::open(dir.path()).expect("open");
+        assert!(!store.found());
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        store.set_exits_seen_until(t).expect("save");
+        let again = StateStore::open(dir.path()).expect("reopen");
+        assert!(again.found());
+        assert_eq!(again.exits_seen_until(), Some(t));
+
+        std::fs::write(dir.path().join(STATE_FILE), b"\x00{garbage").expect("write");
+        let fresh = StateStore::open(dir.path()).expect("open corrupt");
+        assert!(!fresh.found());
+        assert_eq!(fresh.exits_seen_until(), None);
+    }
+}
