@@ -1,1 +1,99 @@
-//! Test bed.
+//! podmortem's test bed: a private containerd with real pods, on the machine the tests run on.
+//!
+//! - [`containerd::Containerd`] starts a containerd whose socket, root and state all live under
+//!   a temporary directory, configured from `containerd config default` with the two settings
+//!   this kind of machine needs, and tears everything down when dropped (even when a test fails).
+//! - [`image`] builds a busybox image locally (no registry is reachable) and imports it.
+//! - [`cri::Cri`] creates pods and containers through CRI with the options tests need.
+//! - [`agent::Agent`] runs the real `podmortem` binary against it and collects its findings.
+//!
+//! Everything needs root and Debian's `containerd`, `runc` and `busybox-static`; without them
+//! the test bed fails with a message saying what is missing.
+
+pub mod agent;
+pub mod containerd;
+pub mod cri;
+pub mod image;
+
+/// Errors of the test bed: a message saying what failed and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(pub String);
+
+/// The test bed's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Builds an [`Error`] from anything printable.
+pub fn err(message: impl std::fmt::Display) -> Error {
+    Error(message.to_string())
+}
+
+/// Shortens an error chain into one [`Error`] with context.
+pub trait Context<T> {
+    /// Adds what was being done.
+    fn context(self, what: impl std::fmt::Display) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl std::fmt::Display) -> Result<T> {
+        self.map_err(|e| Error(format!("{what}: {e}")))
+    }
+}
+
+/// Checks that the test bed can run here: root, and the runtime binaries installed.
+pub fn preflight() -> Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Err(err("the test bed needs root (it runs containerd and runc)"));
+    }
+    for bin in ["containerd", "containerd-shim-runc-v2", "runc", "ctr"] {
+        which(bin).ok_or_else(|| {
+            err(format!(
+                "`{bin}` is not installed: apt-get install -y containerd runc (or run `make deps`)"
+            ))
+        })?;
+    }
+    if !std::path::Path::new(image::BUSYBOX).exists() {
+        return Err(err(format!(
+            "{} is missing: apt-get install -y busybox-static (or run `make deps`)",
+            image::BUSYBOX
+        )));
+    }
+    Ok(())
+}
+
+/// Finds a program on `PATH`.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A private containerd with a CRI client on it: what most tests start with.
+#[derive(Debug)]
+pub struct TestBed {
+    /// The runtime.
+    pub containerd: containerd::Containerd,
+    /// A CRI client on it.
+    pub cri: cri::Cri,
+}
+
+impl TestBed {
+    /// Starts a private containerd and connects to it.
+    pub async fn start() -> Result<TestBed> {
+        let containerd = tokio::task::spawn_blocking(containerd::Containerd::start)
+            .await
+            .context("test bed start panicked")??;
+        let cri = cri::Cri::connect(&containerd.socket(), &containerd.dir().join("pods")).await?;
+        Ok(TestBed { containerd, cri })
+    }
+
+    /// Starts the agent on this test bed, with its state in the test bed's directory.
+    pub fn agent(&self, extra: &[&str]) -> Result<agent::Agent> {
+        agent::Agent::start(
+            &self.containerd.socket(),
+            &self.containerd.dir().join("agent-state"),
+            extra,
+        )
+    }
+}

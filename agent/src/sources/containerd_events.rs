@@ -43,6 +43,9 @@ impl Default for EventsConfig {
     }
 }
 
+/// How long a subscription must stand unrefused before it counts as established.
+const SUBSCRIBE_SETTLE: Duration = Duration::from_millis(200);
+
 /// Why an event could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -186,15 +189,28 @@ impl ContainerdEventsSource {
                 format!("namespace=={ns},topic~=\"^/containers/\""),
             ],
         };
-        let mut stream = client
-            .subscribe(request)
-            .await
-            .map_err(|s| StreamError::Subscribe(s.message().to_owned()))?
-            .into_inner();
+        // containerd sends the response headers of `Subscribe` only with the first event, so the
+        // call cannot be awaited to learn that the subscription is in place. It is once the
+        // request has been sent and not refused within a moment.
+        let mut call = Box::pin(client.subscribe(request));
+        let early = tokio::select! {
+            response = &mut call => Some(response),
+            () = tokio::time::sleep(SUBSCRIBE_SETTLE) => None,
+        };
+        if let Some(Err(status)) = &early {
+            return Err(StreamError::Subscribe(status.message().to_owned()));
+        }
         tracing::info!(socket = %self.socket.display(), namespace = %ns, "subscribed to containerd events");
         backoff.reset();
         // Whatever happened before this subscription is learnt from a fresh listing.
         self.cri.resync();
+        let response = match early {
+            Some(response) => response,
+            None => call.await,
+        };
+        let mut stream = response
+            .map_err(|s| StreamError::Subscribe(s.message().to_owned()))?
+            .into_inner();
         loop {
             let envelope = match stream.message().await {
                 Ok(Some(envelope)) => envelope,
