@@ -1,5 +1,9 @@
 //! A private containerd: socket, root and state under a temporary directory.
 
+// Controlling containerd is synchronous on purpose: teardown runs in `Drop`, where nothing can
+// be awaited. Async tests call the blocking parts through `spawn_blocking`.
+#![allow(clippy::disallowed_methods)]
+
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
