@@ -47,7 +47,7 @@ async fn exit_code_is_reported_with_pod_container_and_attempt() {
     let event = evidence(f, "containerd_event").expect("containerd event evidence");
     assert_eq!(event["attributes"]["exit_status"], 3);
     assert_eq!(f["count"], 1);
-    eprintln!(
+    println!(
         "exit-to-finding latency: {:.1} ms",
         latency_ms(&got).unwrap_or(f64::NAN)
     );
