@@ -10,8 +10,7 @@ use crate::config::{Config, ConfigError};
 use crate::export::stdout::OutputFormat;
 
 /// podmortem watches a Kubernetes node's containers and explains why pods crash, from the
-/// node's own evidence: the container runtime (CRI and containerd's events), and later the
-/// kernel log, cgroups and procfs.
+/// node's own evidence: what the container runtime says over CRI and publishes as events.
 #[derive(Debug, Parser)]
 #[command(name = "podmortem", version, propagate_version = true)]
 pub struct Cli {

@@ -129,12 +129,13 @@ impl Config {
             let key = err.path().to_string();
             let inner = err.into_inner();
             let (line, column) = inner.location().map_or((0, 0), |l| (l.line(), l.column()));
+            let message = tidy_message(&inner.to_string(), &key);
             ConfigError::Parse {
                 path: path.to_owned(),
                 line,
                 column,
                 key,
-                message: inner.to_string(),
+                message,
             }
         })?;
         config.validate(path)?;
@@ -189,6 +190,21 @@ impl Config {
     }
 }
 
+/// The YAML library's message without the key prefix and position suffix that
+/// [`ConfigError::Parse`] already shows.
+fn tidy_message(message: &str, key: &str) -> String {
+    // The library prefixes the path it was at: the key itself, or its parent for an unknown key.
+    let message = match message.split_once(": ") {
+        Some((prefix, rest)) if !prefix.is_empty() && key.starts_with(prefix) => rest,
+        _ => message,
+    };
+    let message = match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(" column ") => &message[..i],
+        _ => message,
+    };
+    message.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +232,7 @@ mod tests {
         assert!(err.starts_with("/etc/podmortem.yaml:3:"), "{err}");
         assert!(err.contains("resync_intervall"), "{err}");
         assert!(err.contains("key `cri"), "{err}");
+        assert!(!err.contains(" at line "), "position said once: {err}");
     }
 
     #[test]
