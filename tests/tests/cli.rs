@@ -1,5 +1,8 @@
 //! The `podmortem` command line: help, config checking, and bad config files.
 
+// Test code: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 use podmortem_e2e::agent::Agent;

@@ -1,6 +1,9 @@
 //! End-to-end: containers that exit abnormally on a real containerd are reported with their pod,
 //! container, exit code and attempt.
 
+// Test code: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use podmortem_e2e::agent::{evidence, field, latency_ms};

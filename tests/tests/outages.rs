@@ -1,6 +1,9 @@
 //! End-to-end: the agent survives containerd going away and still reports what happened while
 //! it was gone.
 
+// Test code: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::time::Duration;
 
