@@ -176,10 +176,11 @@ impl ContainerInfo {
         }
     }
 
-    /// How long the main process ran, if it has started and exited.
+    /// How long the main process ran, if it has started and exited. A process that exits at
+    /// once can be recorded as finished before it was recorded as started: that is zero.
     pub fn ran_for(&self) -> Option<std::time::Duration> {
         let (start, end) = (self.started_at?, self.finished_at?);
-        end.duration_since(start).ok()
+        Some(end.duration_since(start).unwrap_or_default())
     }
 }
 

@@ -126,6 +126,15 @@ fn event_and_cri_status_merge_into_one_finding() {
 }
 
 #[test]
+fn an_exit_recorded_before_its_start_ran_for_zero() {
+    let mut h = Harness::new(t(0));
+    let mut c = exited("fast", 127, "Error", 50);
+    c.started_at = Some(t(51));
+    let out = h.feed(SourceEvent::CriContainer(Box::new(c)));
+    assert!(out[0].summary.contains("after running 0ms"), "{}", out[0].summary);
+}
+
+#[test]
 fn signals_are_named() {
     let mut h = Harness::new(t(0));
     let kill = h.feed(SourceEvent::CriContainer(Box::new(exited("k", 137, "Error", 50))));

@@ -102,7 +102,11 @@ pub fn request_channel(capacity: usize) -> (CriHandle, CriRequests) {
 }
 
 /// Delays between reads of a container whose exit was published but not yet recorded.
-const EXIT_RETRY_DELAYS_MS: [u64; 7] = [0, 10, 25, 50, 100, 250, 500];
+/// containerd's CRI plugin records an exit after it has deleted the task (tens of
+/// milliseconds), so the first second is polled finely; about 2.4s in all.
+const EXIT_RETRY_DELAYS_MS: [u64; 16] = [
+    0, 10, 10, 10, 10, 10, 20, 20, 20, 50, 50, 100, 100, 250, 500, 1000,
+];
 /// At most this many single-container reads run at once.
 const MAX_CONCURRENT_REFRESHES: usize = 16;
 

@@ -1,0 +1,129 @@
+//! `make demo`: a private containerd, pods that fail for real, and podmortem explaining them.
+//!
+//! The agent runs as it would on a node (`podmortem run --output text`), its findings printed
+//! straight to this terminal; its own logs go to a file in the demo's directory.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use podmortem_e2e::agent::Agent;
+use podmortem_e2e::cri::{ContainerSpec, Pod, PodSpec};
+use podmortem_e2e::{Context, Result, TestBed};
+
+#[allow(clippy::print_stderr)]
+fn say(text: &str) {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("\n\x1b[1m==> {text}\x1b[0m");
+    } else {
+        eprintln!("\n==> {text}");
+    }
+}
+
+async fn run_and_wait(bed: &TestBed, pod: &Pod, spec: ContainerSpec) -> Result<()> {
+    let id = bed.cri.run_container(pod, &spec).await?;
+    bed.cri.wait_exited(&id, Duration::from_secs(30)).await?;
+    // Leave the agent a moment to print before the next story starts.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match demo().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            say(&format!("demo failed: {error}"));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo() -> Result<()> {
+    say("Starting a private containerd (socket, root and state in a temp dir)");
+    let bed = TestBed::start().await?;
+    say(&format!(
+        "containerd is up at {}",
+        bed.containerd.socket().display()
+    ));
+
+    let log_path = bed.containerd.dir().join("podmortem.log");
+    let log = std::fs::File::create(&log_path).context("cannot create the agent log")?;
+    let mut agent = tokio::process::Command::new(Agent::binary()?)
+        .arg("run")
+        .arg("--containerd-address")
+        .arg(bed.containerd.socket())
+        .arg("--state-dir")
+        .arg(bed.containerd.dir().join("agent-state"))
+        .args(["--node-name", "demo-node", "--output", "text"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start podmortem")?;
+    say(&format!(
+        "podmortem is watching the node (its own log: {})",
+        log_path.display()
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    say("A healthy pod: podmortem stays quiet about it");
+    let healthy = bed.cri.run_pod(&PodSpec::new("web", "frontend")).await?;
+    bed.cri
+        .run_container(&healthy, &ContainerSpec::shell("nginx", "sleep 3600"))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    say("checkout/api crash-loops: it exits 1 on start, kubelet restarts it twice");
+    let api = bed.cri.run_pod(&PodSpec::new("checkout", "api-7d9f")).await?;
+    for attempt in 0..3 {
+        let spec = ContainerSpec {
+            attempt,
+            ..ContainerSpec::shell("api", "echo 'fatal: DATABASE_URL is not set' >&2; exit 1")
+        };
+        run_and_wait(&bed, &api, spec).await?;
+    }
+
+    say("longhorn-system/csi-plugin runs iscsiadm, which is not there");
+    let csi = bed
+        .cri
+        .run_pod(&PodSpec::new("longhorn-system", "longhorn-csi-plugin-x2x4k"))
+        .await?;
+    run_and_wait(
+        &bed,
+        &csi,
+        ContainerSpec::shell("longhorn-csi-plugin", "iscsiadm --version"),
+    )
+    .await?;
+
+    say("batch/report grows past its 32 MiB memory limit");
+    let report = bed.cri.run_pod(&PodSpec::new("batch", "report-28861440")).await?;
+    let spec = ContainerSpec {
+        memory_limit: Some(32 * 1024 * 1024),
+        ..ContainerSpec::shell("report", "x=a; while :; do x=$x$x; done")
+    };
+    run_and_wait(&bed, &report, spec).await?;
+
+    say("payments/worker crashes on a bad memory access");
+    let worker = bed.cri.run_pod(&PodSpec::new("payments", "worker-0")).await?;
+    run_and_wait(&bed, &worker, ContainerSpec::shell("worker", "kill -SEGV $$")).await?;
+
+    say("web/cms writes to its read-only root filesystem");
+    let cms = bed.cri.run_pod(&PodSpec::new("web", "cms-5c4b")).await?;
+    let spec = ContainerSpec {
+        readonly_rootfs: true,
+        ..ContainerSpec::shell("cms", "echo cache > /data.txt")
+    };
+    run_and_wait(&bed, &cms, spec).await?;
+
+    say("Done: stopping podmortem and removing the pods and containerd");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if let Some(pid) = agent.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), agent.wait()).await;
+    for pod in [&healthy, &api, &csi, &report, &worker, &cms] {
+        bed.cri.remove_pod(pod).await?;
+    }
+    Ok(())
+}
