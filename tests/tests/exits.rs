@@ -12,6 +12,15 @@ use podmortem_e2e::TestBed;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Prints how long after the exit the finding arrived (a figure, not an assertion).
+fn print_latency(got: &podmortem_e2e::agent::Received) {
+    println!(
+        "exit-to-finding latency: {:.1} ms ({})",
+        latency_ms(got).unwrap_or(f64::NAN),
+        field(&got.finding, "/subject/container")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_code_is_reported_with_pod_container_and_attempt() {
     let bed = TestBed::start().await.unwrap();
@@ -50,10 +59,7 @@ async fn exit_code_is_reported_with_pod_container_and_attempt() {
     let event = evidence(f, "containerd_event").expect("containerd event evidence");
     assert_eq!(event["attributes"]["exit_status"], 3);
     assert_eq!(f["count"], 1);
-    println!(
-        "exit-to-finding latency: {:.1} ms",
-        latency_ms(&got).unwrap_or(f64::NAN)
-    );
+    print_latency(&got);
 
     // kubelet restarts it: attempt 1, same problem, counted as a repeat.
     let second = bed
@@ -73,6 +79,7 @@ async fn exit_code_is_reported_with_pod_container_and_attempt() {
         })
         .await
         .unwrap();
+    print_latency(&got);
     assert_eq!(got.finding["subject"]["attempt"], 1);
     assert_eq!(got.finding["count"], 2);
     assert_eq!(got.finding["fingerprint"], f["fingerprint"]);
@@ -120,6 +127,7 @@ async fn signals_are_named() {
         .wait_for("SIGKILL", WAIT, |f| field(f, "/subject/container_id") == victim)
         .await
         .unwrap();
+    print_latency(&got);
     let summary = field(&got.finding, "/summary");
     assert!(
         summary.contains("was killed by SIGKILL (exit code 137"),
@@ -140,6 +148,7 @@ async fn signals_are_named() {
         .wait_for("SIGSEGV", WAIT, |f| field(f, "/subject/container_id") == crasher)
         .await
         .unwrap();
+    print_latency(&got);
     let summary = field(&got.finding, "/summary");
     assert!(
         summary.contains("was killed by SIGSEGV (exit code 139, segmentation fault)"),
@@ -161,6 +170,7 @@ async fn signals_are_named() {
         .wait_for("exit 127", WAIT, |f| field(f, "/subject/container_id") == missing)
         .await
         .unwrap();
+    print_latency(&got);
     assert!(
         field(&got.finding, "/summary").contains("exited with code 127 (command not found)"),
         "{}",

@@ -225,6 +225,7 @@ impl ContainerdEventsSource {
                     continue;
                 }
             };
+            tracing::debug!(topic = %envelope.topic, ?event, "containerd event");
             self.nudge_cri(&event);
             if out.send(SourceEvent::Containerd(event)).await.is_err() {
                 return Ok(StreamEnd::EngineGone);

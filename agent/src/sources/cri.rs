@@ -271,6 +271,7 @@ async fn refresh(client: &CriClient, id: &str, expect_exit: bool, out: &mpsc::Se
         if expect_exit && info.state == ContainerState::Running && n + 1 < tries {
             continue;
         }
+        tracing::debug!(container_id = id, reads = n + 1, state = ?info.state, "container status read");
         if !info.pod_sandbox_id.is_empty() {
             match client.pod_status(&info.pod_sandbox_id).await {
                 Ok(Some(pod)) => {
