@@ -70,7 +70,7 @@ impl Engine {
                     None => return,
                 },
                 _ = tick.tick() => {
-                    let out = self.tick();
+                    let out = self.detect(None);
                     if !self.emit(out, &findings).await {
                         return;
                     }
@@ -91,15 +91,7 @@ impl Engine {
     /// Applies one event and runs the detectors on it. `false` when the exporters are gone.
     async fn handle(&mut self, event: &SourceEvent, findings: &mpsc::Sender<Finding>) -> bool {
         self.inventory.apply(event);
-        let cx = Context {
-            node: &self.node,
-            inventory: &self.inventory,
-            now: SystemTime::now(),
-        };
-        let mut out = Vec::new();
-        for detector in &mut self.detectors {
-            detector.on_event(event, &cx, &mut out);
-        }
+        let out = self.detect(Some(event));
         if let SourceEvent::CriSnapshot(snapshot) = event {
             let (pods, containers) = self.inventory.len();
             tracing::debug!(pods, containers, "inventory resynced");
@@ -110,7 +102,8 @@ impl Engine {
         self.emit(out, findings).await
     }
 
-    fn tick(&mut self) -> Vec<Finding> {
+    /// Runs every detector on `event`, or their periodic tick when there is none.
+    fn detect(&mut self, event: Option<&SourceEvent>) -> Vec<Finding> {
         let cx = Context {
             node: &self.node,
             inventory: &self.inventory,
@@ -118,7 +111,10 @@ impl Engine {
         };
         let mut out = Vec::new();
         for detector in &mut self.detectors {
-            detector.on_tick(&cx, &mut out);
+            match event {
+                Some(event) => detector.on_event(event, &cx, &mut out),
+                None => detector.on_tick(&cx, &mut out),
+            }
         }
         out
     }

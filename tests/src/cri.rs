@@ -242,24 +242,8 @@ impl Cri {
         Ok(resp.into_inner().container_id)
     }
 
-    /// The CRI status of a container.
-    pub async fn status(&self, id: &str) -> Result<cri::ContainerStatus> {
-        self.client
-            .clone()
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id.to_owned(),
-                verbose: true,
-            })
-            .await
-            .context(format!("ContainerStatus {id}"))?
-            .into_inner()
-            .status
-            .ok_or_else(|| err(format!("ContainerStatus {id}: no status")))
-    }
-
-    /// The host pid of a running container's main process.
-    pub async fn pid(&self, id: &str) -> Result<i32> {
-        let resp = self
+    async fn status_response(&self, id: &str) -> Result<cri::ContainerStatusResponse> {
+        Ok(self
             .client
             .clone()
             .container_status(cri::ContainerStatusRequest {
@@ -268,7 +252,20 @@ impl Cri {
             })
             .await
             .context(format!("ContainerStatus {id}"))?
-            .into_inner();
+            .into_inner())
+    }
+
+    /// The CRI status of a container.
+    pub async fn status(&self, id: &str) -> Result<cri::ContainerStatus> {
+        self.status_response(id)
+            .await?
+            .status
+            .ok_or_else(|| err(format!("ContainerStatus {id}: no status")))
+    }
+
+    /// The host pid of a running container's main process.
+    pub async fn pid(&self, id: &str) -> Result<i32> {
+        let resp = self.status_response(id).await?;
         let info = resp.info.get("info").ok_or_else(|| err("no verbose info"))?;
         let doc: serde_json::Value = serde_json::from_str(info).context("verbose info")?;
         doc.get("pid")

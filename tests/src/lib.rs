@@ -88,6 +88,19 @@ impl TestBed {
         Ok(TestBed { containerd, cri })
     }
 
+    /// Starts a test bed and an agent on it, once the agent has subscribed to events.
+    pub async fn start_with_agent() -> Result<(TestBed, agent::Agent)> {
+        let bed = TestBed::start().await?;
+        let agent = bed.agent(&[])?;
+        agent
+            .wait_for_log(
+                "subscribed to containerd events",
+                std::time::Duration::from_secs(20),
+            )
+            .await?;
+        Ok((bed, agent))
+    }
+
     /// Starts the agent on this test bed, with its state in the test bed's directory.
     pub fn agent(&self, extra: &[&str]) -> Result<agent::Agent> {
         agent::Agent::start(

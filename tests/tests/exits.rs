@@ -23,12 +23,7 @@ fn print_latency(got: &podmortem_e2e::agent::Received) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_code_is_reported_with_pod_container_and_attempt() {
-    let bed = TestBed::start().await.unwrap();
-    let mut agent = bed.agent(&[]).unwrap();
-    agent
-        .wait_for_log("subscribed to containerd events", WAIT)
-        .await
-        .unwrap();
+    let (bed, mut agent) = TestBed::start_with_agent().await.unwrap();
 
     let pod = bed.cri.run_pod(&PodSpec::new("e2e", "crashy")).await.unwrap();
     let first = bed
@@ -107,12 +102,7 @@ async fn exit_code_is_reported_with_pod_container_and_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_are_named() {
-    let bed = TestBed::start().await.unwrap();
-    let mut agent = bed.agent(&[]).unwrap();
-    agent
-        .wait_for_log("subscribed to containerd events", WAIT)
-        .await
-        .unwrap();
+    let (bed, mut agent) = TestBed::start_with_agent().await.unwrap();
     let pod = bed.cri.run_pod(&PodSpec::new("e2e", "signals")).await.unwrap();
 
     // Killed from outside, as the OOM killer or an operator would.

@@ -26,12 +26,7 @@ async fn wait_gone(pid: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_while_containerd_is_down_is_reported_after_reconnect() {
-    let mut bed = TestBed::start().await.unwrap();
-    let mut agent = bed.agent(&[]).unwrap();
-    agent
-        .wait_for_log("subscribed to containerd events", WAIT)
-        .await
-        .unwrap();
+    let (mut bed, mut agent) = TestBed::start_with_agent().await.unwrap();
     let pod = bed.cri.run_pod(&PodSpec::new("e2e", "gap")).await.unwrap();
     let id = bed
         .cri
