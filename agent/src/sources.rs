@@ -87,18 +87,53 @@ pub enum ContainerdEvent {
     },
 }
 
-/// Converts a protobuf timestamp to [`SystemTime`]; `None` for an unset or pre-epoch one.
-pub(crate) fn system_time_from_proto(ts: &prost_types::Timestamp) -> Option<SystemTime> {
-    let secs = u64::try_from(ts.seconds).ok()?;
-    let nanos = u32::try_from(ts.nanos).ok()?;
-    if secs == 0 && nanos == 0 {
+/// The last second podmortem represents (9999-12-31T23:59:59Z): RFC 3339 has four-digit years,
+/// and a later time from the outside world is treated as unknown.
+const MAX_UNIX_SECONDS: u64 = 253_402_300_799;
+
+fn system_time(secs: u64, nanos: u32) -> Option<SystemTime> {
+    if secs > MAX_UNIX_SECONDS || nanos >= 1_000_000_000 || (secs == 0 && nanos == 0) {
         return None;
     }
-    Some(SystemTime::UNIX_EPOCH + std::time::Duration::new(secs, nanos))
+    SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos))
+}
+
+/// Converts a protobuf timestamp to [`SystemTime`]; `None` for an unset, pre-epoch, malformed
+/// or far-future one.
+pub(crate) fn system_time_from_proto(ts: &prost_types::Timestamp) -> Option<SystemTime> {
+    system_time(u64::try_from(ts.seconds).ok()?, u32::try_from(ts.nanos).ok()?)
 }
 
 /// Converts CRI's nanoseconds-since-epoch to [`SystemTime`]; `None` for 0 (unset) or negative.
 pub(crate) fn system_time_from_nanos(nanos: i64) -> Option<SystemTime> {
-    let nanos = u64::try_from(nanos).ok().filter(|n| *n > 0)?;
-    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(nanos))
+    let nanos = u64::try_from(nanos).ok()?;
+    let (secs, sub) = (nanos / 1_000_000_000, nanos % 1_000_000_000);
+    system_time(secs, u32::try_from(sub).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::Timestamp;
+
+    #[test]
+    fn timestamps_from_outside_never_panic() {
+        let ts = |seconds, nanos| system_time_from_proto(&Timestamp { seconds, nanos });
+        assert_eq!(ts(0, 0), None);
+        assert_eq!(ts(-5, 0), None);
+        assert_eq!(ts(1, -1), None);
+        assert_eq!(ts(i64::MAX, 999_999_999), None);
+        assert_eq!(ts(5, 1_000_000_000), None);
+        assert_eq!(ts(253_402_300_800, 0), None, "year 10000");
+        assert_eq!(
+            ts(1, 5),
+            Some(SystemTime::UNIX_EPOCH + std::time::Duration::new(1, 5))
+        );
+        assert_eq!(system_time_from_nanos(i64::MAX).map(|_| ()), Some(()));
+        assert_eq!(system_time_from_nanos(-1), None);
+        assert_eq!(
+            system_time_from_nanos(1_500_000_000),
+            Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1500))
+        );
+    }
 }

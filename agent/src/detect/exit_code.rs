@@ -1,14 +1,16 @@
 //! What a container's exit code means.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 /// A signal, by number and name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Signal {
     /// The signal number (Linux, x86-64 and arm64 numbering).
     pub number: i32,
-    /// The name, e.g. `SIGKILL`.
-    pub name: &'static str,
+    /// The name, e.g. `SIGKILL`, `SIGRTMIN+3`.
+    pub name: Cow<'static, str>,
 }
 
 /// The decoded meaning of an exit code.
@@ -56,11 +58,16 @@ const SIGNALS: [&str; 31] = [
     "SIGSYS",
 ];
 
-/// The name of signal `number`; real-time signals are `SIGRTMIN+n`, others `None`.
+/// glibc's first real-time signal (the kernel's 32 and 33 are reserved by the C library).
+const SIGRTMIN: i32 = 34;
+
+/// Signal `number` with its name; real-time signals are `SIGRTMIN+n`, 32 and 33 `SIG32`,
+/// `SIG33`; anything else `None`.
 pub fn signal(number: i32) -> Option<Signal> {
     let name = match number {
-        1..=31 => SIGNALS[usize::try_from(number - 1).ok()?],
-        34..=64 => "SIGRT",
+        1..=31 => Cow::Borrowed(SIGNALS[usize::try_from(number - 1).ok()?]),
+        32 | 33 => Cow::Owned(format!("SIG{number}")),
+        SIGRTMIN..=64 => Cow::Owned(format!("SIGRTMIN+{}", number - SIGRTMIN)),
         _ => return None,
     };
     Some(Signal { number, name })
@@ -70,7 +77,7 @@ pub fn signal(number: i32) -> Option<Signal> {
 /// signal N; 126 and 127 come from the shell or runtime failing to run the command.
 pub fn explain(code: i32) -> ExitCause {
     let signal = (129..=192).contains(&code).then(|| signal(code - 128)).flatten();
-    let meaning = match (code, signal.map(|s| s.name)) {
+    let meaning = match (code, signal.as_ref().map(|s| s.name.as_ref())) {
         (0, _) => "success",
         (1, _) => "application error",
         (2, _) => "misuse of a shell builtin or invalid arguments",
@@ -114,13 +121,19 @@ mod tests {
             kill.signal,
             Some(Signal {
                 number: 9,
-                name: "SIGKILL"
+                name: "SIGKILL".into()
             })
         );
-        assert_eq!(explain(139).signal.map(|s| s.name), Some("SIGSEGV"));
-        assert_eq!(explain(143).signal.map(|s| s.name), Some("SIGTERM"));
-        assert_eq!(explain(134).signal.map(|s| s.name), Some("SIGABRT"));
-        assert_eq!(explain(159).signal.map(|s| s.name), Some("SIGSYS"));
+        let name = |code| explain(code).signal.map(|s| s.name.into_owned());
+        assert_eq!(name(139).as_deref(), Some("SIGSEGV"));
+        assert_eq!(name(143).as_deref(), Some("SIGTERM"));
+        assert_eq!(name(134).as_deref(), Some("SIGABRT"));
+        assert_eq!(name(159).as_deref(), Some("SIGSYS"));
+        assert_eq!(name(160).as_deref(), Some("SIG32"));
+        assert_eq!(name(162).as_deref(), Some("SIGRTMIN+0"));
+        assert_eq!(name(192).as_deref(), Some("SIGRTMIN+30"));
+        assert_eq!(explain(160).meaning, "killed by a signal");
+        assert_eq!(name(193), None);
         assert_eq!(explain(255).signal, None);
         assert_eq!(explain(-1).meaning, "application error");
         assert_eq!(explain(i32::MAX).signal, None);
@@ -132,6 +145,6 @@ mod tests {
             assert!(signal(n).is_some_and(|s| s.name.starts_with("SIG")), "{n}");
         }
         assert_eq!(signal(0), None);
-        assert_eq!(signal(32), None);
+        assert_eq!(signal(65), None);
     }
 }
