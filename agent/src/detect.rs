@@ -34,4 +34,7 @@ pub trait Detector: Send {
 
     /// Called periodically, for findings that depend on time passing.
     fn on_tick(&mut self, _cx: &Context<'_>, _out: &mut Vec<Finding>) {}
+
+    /// Called once when podmortem stops, after the last event: report what is still held back.
+    fn on_shutdown(&mut self, _cx: &Context<'_>, _out: &mut Vec<Finding>) {}
 }

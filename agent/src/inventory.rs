@@ -3,44 +3,75 @@
 //! container and pod.
 
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use crate::model::{ContainerInfo, ContainerState, PodInfo};
 use crate::sources::{ContainerdEvent, SourceEvent};
 
+/// An entry and when it was last updated.
+#[derive(Debug, Clone)]
+struct Entry<T> {
+    value: T,
+    updated: SystemTime,
+}
+
 /// Pods and containers by id.
 #[derive(Debug, Default)]
 pub struct Inventory {
-    pods: HashMap<String, PodInfo>,
-    containers: HashMap<String, ContainerInfo>,
+    pods: HashMap<String, Entry<PodInfo>>,
+    containers: HashMap<String, Entry<ContainerInfo>>,
+}
+
+/// Replaces `map` by a listing taken at `taken_at`, keeping entries updated since then: the
+/// listing does not know about them yet, or knows an older state.
+fn resync<'a, T: Clone + 'a>(
+    map: &mut HashMap<String, Entry<T>>,
+    listed: impl Iterator<Item = (&'a String, &'a T)>,
+    taken_at: SystemTime,
+    now: SystemTime,
+) {
+    map.retain(|_, e| e.updated > taken_at);
+    for (id, value) in listed {
+        map.entry(id.clone()).or_insert_with(|| Entry {
+            value: value.clone(),
+            updated: now,
+        });
+    }
 }
 
 impl Inventory {
-    /// Folds one source event into the inventory.
-    pub fn apply(&mut self, event: &SourceEvent) {
+    /// Folds one source event, received at `now`, into the inventory.
+    pub fn apply(&mut self, event: &SourceEvent, now: SystemTime) {
         match event {
             SourceEvent::CriSnapshot(snapshot) => {
-                self.pods = snapshot.pods.iter().map(|p| (p.id.clone(), p.clone())).collect();
-                self.containers = snapshot
-                    .containers
-                    .iter()
-                    .map(|c| (c.id.clone(), c.clone()))
-                    .collect();
+                let pods = snapshot.pods.iter().map(|p| (&p.id, p));
+                resync(&mut self.pods, pods, snapshot.taken_at, now);
+                let containers = snapshot.containers.iter().map(|c| (&c.id, c));
+                resync(&mut self.containers, containers, snapshot.taken_at, now);
             }
             SourceEvent::CriPod(pod) => {
-                self.pods.insert(pod.id.clone(), pod.clone());
+                let entry = Entry {
+                    value: pod.clone(),
+                    updated: now,
+                };
+                self.pods.insert(pod.id.clone(), entry);
             }
             SourceEvent::CriContainer(container) => {
-                self.containers
-                    .insert(container.id.clone(), (**container).clone());
+                let entry = Entry {
+                    value: (**container).clone(),
+                    updated: now,
+                };
+                self.containers.insert(container.id.clone(), entry);
             }
             SourceEvent::Containerd(ContainerdEvent::ContainerDelete { id }) => {
                 self.containers.remove(id);
                 self.pods.remove(id);
             }
             SourceEvent::Containerd(ContainerdEvent::TaskStart { container_id, pid }) => {
-                if let Some(c) = self.containers.get_mut(container_id) {
-                    c.pid = Some(*pid);
-                    c.state = ContainerState::Running;
+                if let Some(e) = self.containers.get_mut(container_id) {
+                    e.value.pid = Some(*pid);
+                    e.value.state = ContainerState::Running;
+                    e.updated = now;
                 }
             }
             SourceEvent::Containerd(_) => {}
@@ -49,12 +80,12 @@ impl Inventory {
 
     /// A container by id.
     pub fn container(&self, id: &str) -> Option<&ContainerInfo> {
-        self.containers.get(id)
+        self.containers.get(id).map(|e| &e.value)
     }
 
     /// A sandbox by id.
     pub fn pod(&self, sandbox_id: &str) -> Option<&PodInfo> {
-        self.pods.get(sandbox_id)
+        self.pods.get(sandbox_id).map(|e| &e.value)
     }
 
     /// Whether `id` is a pod sandbox rather than a container.
@@ -64,7 +95,7 @@ impl Inventory {
 
     /// All containers.
     pub fn containers(&self) -> impl Iterator<Item = &ContainerInfo> {
-        self.containers.values()
+        self.containers.values().map(|e| &e.value)
     }
 
     /// How many pods and containers are known.
@@ -75,7 +106,7 @@ impl Inventory {
     /// The container a cgroup path belongs to, in any of the layouts kubelet and containerd
     /// use (see [`container_id_from_cgroup`]).
     pub fn container_by_cgroup(&self, cgroup_path: &str) -> Option<&ContainerInfo> {
-        self.containers.get(container_id_from_cgroup(cgroup_path)?)
+        self.container(container_id_from_cgroup(cgroup_path)?)
     }
 }
 
@@ -110,6 +141,35 @@ mod tests {
         for path in &paths {
             assert_eq!(container_id_from_cgroup(path), Some(ID), "{path}");
         }
+    }
+
+    #[test]
+    fn a_late_listing_keeps_what_was_learnt_after_it_was_taken() {
+        use crate::sources::CriSnapshot;
+        use std::time::Duration;
+        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let mut inv = Inventory::default();
+        let mut old = ContainerInfo::unknown("old");
+        old.state = ContainerState::Running;
+        inv.apply(&SourceEvent::CriContainer(Box::new(old.clone())), t(5));
+        let mut fresh = ContainerInfo::unknown("fresh");
+        fresh.state = ContainerState::Exited;
+        inv.apply(&SourceEvent::CriContainer(Box::new(fresh)), t(12));
+        // A listing taken at t=10 arrives at t=13: it knows "old" as running, not "fresh".
+        let snapshot = CriSnapshot {
+            taken_at: t(10),
+            pods: vec![],
+            containers: vec![ContainerInfo::unknown("listed")],
+        };
+        inv.apply(&SourceEvent::CriSnapshot(snapshot), t(13));
+        assert!(inv
+            .container("fresh")
+            .is_some_and(|c| c.state == ContainerState::Exited));
+        assert!(inv.container("listed").is_some());
+        assert!(
+            inv.container("old").is_none(),
+            "gone: not listed, last seen before the listing"
+        );
     }
 
     #[test]

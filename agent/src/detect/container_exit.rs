@@ -2,7 +2,7 @@
 //! signal). It merges what containerd's `TaskExit` event and CRI's `ContainerStatus` say about
 //! the same exit into one finding, and reports each exit once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -61,8 +61,10 @@ pub struct ContainerExitDetector {
     /// Exits that finished at or before this moment were handled by an earlier run.
     watermark: SystemTime,
     pending: HashMap<String, PendingExit>,
-    /// Containers whose exit has been handled; pruned as containers disappear.
-    handled: HashMap<String, ()>,
+    /// Containers whose exit has been handled, and when; pruned as containers disappear.
+    handled: HashMap<String, SystemTime>,
+    /// Containers in whose memory cgroup containerd reported an OOM kill, and when.
+    ooms: HashMap<String, SystemTime>,
 }
 
 impl ContainerExitDetector {
@@ -73,6 +75,7 @@ impl ContainerExitDetector {
             watermark,
             pending: HashMap::new(),
             handled: HashMap::new(),
+            ooms: HashMap::new(),
         }
     }
 
@@ -112,7 +115,7 @@ impl ContainerExitDetector {
         }
         let Some(code) = c.exit_code else { return };
         let pending = self.pending.remove(&c.id);
-        self.handled.insert(c.id.clone(), ());
+        self.handled.insert(c.id.clone(), cx.now);
         let before_watermark = c.finished_at.is_some_and(|t| t <= self.watermark);
         if pending.is_none() && before_watermark {
             return;
@@ -132,7 +135,7 @@ impl ContainerExitDetector {
         cx: &Context<'_>,
     ) -> Option<Finding> {
         let cause = exit_code::explain(code);
-        let sigterm = cause.signal.is_some_and(|s| s.name == "SIGTERM");
+        let sigterm = cause.signal.as_ref().is_some_and(|s| s.name == "SIGTERM");
         if code == 0 || (sigterm && !self.config.report_sigterm) {
             return None;
         }
@@ -148,9 +151,18 @@ impl ContainerExitDetector {
                 .with("exit_status", e.exit_status),
             );
         }
+        let oom_at = self.ooms.get(&c.id).copied();
+        if let Some(at) = oom_at {
+            evidence.push(Evidence::new(
+                EvidenceSource::ContainerdEvent,
+                Some(at),
+                "TaskOOM: the kernel's OOM killer acted in the container's memory cgroup",
+            ));
+        }
         if from_cri {
             evidence.push(cri_evidence(c, code));
         }
+        let oom_killed = c.reason == "OOMKilled" || (oom_at.is_some() && code == 137);
         let severity = if sigterm {
             Severity::Info
         } else {
@@ -164,9 +176,9 @@ impl ContainerExitDetector {
             kind: FindingKind::ContainerExited,
             severity,
             subject: Subject::container(cx.node, c),
-            summary: summary(c, &cause),
+            summary: summary(c, &cause, oom_killed),
             evidence,
-            hint: hint(c, &cause),
+            hint: hint(c, &cause, oom_killed),
             fingerprint: fingerprint(&[
                 FindingKind::ContainerExited.as_str(),
                 cx.node,
@@ -230,19 +242,36 @@ fn human_duration(d: Duration) -> String {
     }
 }
 
-fn summary(c: &ContainerInfo, cause: &ExitCause) -> String {
+/// Bytes in the largest binary unit they reach: `512 KiB`, `32 MiB`, `1.5 GiB`.
+fn human_bytes(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    const GIB: u64 = KIB * KIB * KIB;
+    match bytes {
+        b if b >= GIB && b % GIB == 0 => format!("{} GiB", b / GIB),
+        b if b >= GIB => format!("{:.1} GiB", b as f64 / GIB as f64),
+        b if b >= KIB * KIB => format!("{} MiB", b / (KIB * KIB)),
+        b if b >= KIB => format!("{} KiB", b / KIB),
+        b => format!("{b} bytes"),
+    }
+}
+
+fn summary(c: &ContainerInfo, cause: &ExitCause, oom_killed: bool) -> String {
     let who = format!(
         "container {} of pod {}",
         if c.name.is_empty() { "?" } else { &c.name },
         c.pod.display()
     );
-    let what = match (cause.signal, c.reason.as_str()) {
-        (_, "OOMKilled") => format!("was OOM-killed (exit code {})", cause.code),
-        (Some(sig), _) => format!(
+    let what = match &cause.signal {
+        _ if oom_killed => format!("was OOM-killed (exit code {})", cause.code),
+        // "killed by SIGKILL" needs no gloss; "segmentation fault" does.
+        Some(sig) if cause.meaning.starts_with("killed by") => {
+            format!("was killed by {} (exit code {})", sig.name, cause.code)
+        }
+        Some(sig) => format!(
             "was killed by {} (exit code {}, {})",
             sig.name, cause.code, cause.meaning
         ),
-        (None, _) => format!("exited with code {} ({})", cause.code, cause.meaning),
+        None => format!("exited with code {} ({})", cause.code, cause.meaning),
     };
     let ran = c
         .ran_for()
@@ -256,7 +285,7 @@ fn summary(c: &ContainerInfo, cause: &ExitCause) -> String {
     format!("{who} {what}{ran}{attempt}")
 }
 
-fn hint(c: &ContainerInfo, cause: &ExitCause) -> String {
+fn hint(c: &ContainerInfo, cause: &ExitCause, oom_killed: bool) -> String {
     let logs = format!(
         "kubectl logs -n {} {} -c {} --previous",
         if c.pod.namespace.is_empty() {
@@ -271,12 +300,12 @@ fn hint(c: &ContainerInfo, cause: &ExitCause) -> String {
         },
         if c.name.is_empty() { "<container>" } else { &c.name },
     );
-    let signal = cause.signal.map(|s| s.name);
-    if c.reason == "OOMKilled" {
+    let signal = cause.signal.as_ref().map(|s| s.name.as_ref());
+    if oom_killed {
         return format!(
             "The container hit its memory limit{}: raise resources.limits.memory or reduce the process's memory use.",
             c.memory_limit_bytes
-                .map(|b| format!(" ({} MiB)", b / (1024 * 1024)))
+                .map(|b| format!(" ({})", human_bytes(b)))
                 .unwrap_or_default()
         );
     }
@@ -309,20 +338,48 @@ impl Detector for ContainerExitDetector {
             }) if exec_id.is_empty() || exec_id == container_id => {
                 self.on_task_exit(container_id, *pid, *exit_status, *exited_at, cx);
             }
+            SourceEvent::Containerd(ContainerdEvent::TaskOom { container_id, at })
+                if self.ooms.len() < MAX_PENDING || self.ooms.contains_key(container_id) =>
+            {
+                self.ooms.insert(container_id.clone(), at.unwrap_or(cx.now));
+            }
+            // A sandbox's pause process exited: not a container crash.
+            SourceEvent::CriPod(pod) => {
+                self.pending.remove(&pod.id);
+            }
             SourceEvent::CriContainer(c) => self.on_container(c, cx, out),
             SourceEvent::CriSnapshot(snapshot) => {
                 for c in &snapshot.containers {
                     self.on_container(c, cx, out);
                 }
-                // Forget containers that are gone; nothing of theirs can be reported twice.
-                self.handled.retain(|id, ()| cx.inventory.container(id).is_some());
+                for pod in &snapshot.pods {
+                    self.pending.remove(&pod.id);
+                }
+                // Forget containers that are gone. Only what was handled before the listing was
+                // taken can be judged by it: a container that exited since is not in it yet.
+                let listed: HashSet<&str> = snapshot.containers.iter().map(|c| c.id.as_str()).collect();
+                let gone =
+                    |id: &String, at: &SystemTime| !listed.contains(id.as_str()) && *at < snapshot.taken_at;
+                self.handled.retain(|id, at| !gone(id, at));
+                self.ooms.retain(|id, at| !gone(id, at));
             }
             _ => {}
         }
     }
 
     fn on_tick(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
-        let grace = self.config.runtime_grace;
+        self.flush_pending(self.config.runtime_grace, cx, out);
+    }
+
+    fn on_shutdown(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        self.flush_pending(Duration::ZERO, cx, out);
+    }
+}
+
+impl ContainerExitDetector {
+    /// Reports, from the event and what the inventory knew, the announced exits that the
+    /// runtime has not recorded within `grace`.
+    fn flush_pending(&mut self, grace: Duration, cx: &Context<'_>, out: &mut Vec<Finding>) {
         let overdue: Vec<String> = self
             .pending
             .iter()
@@ -337,8 +394,10 @@ impl Detector for ContainerExitDetector {
             let Some(p) = self.pending.remove(&id) else {
                 continue;
             };
-            self.handled.insert(id.clone(), ());
-            // The runtime never recorded it: report from the event and what was known before.
+            if cx.inventory.is_sandbox(&id) {
+                continue;
+            }
+            self.handled.insert(id.clone(), cx.now);
             let mut c = p
                 .container
                 .clone()

@@ -43,7 +43,7 @@ impl Harness {
     }
 
     fn feed(&mut self, ev: SourceEvent) -> Vec<Finding> {
-        self.inv.apply(&ev);
+        self.inv.apply(&ev, self.now);
         let cx = Context {
             node: "node-1",
             inventory: &self.inv,
@@ -267,4 +267,122 @@ fn unlabelled_container_still_reported_with_what_is_known() {
         out[0].summary
     );
     assert_eq!(out[0].subject.to_string(), "?/?[abcdef012345]");
+}
+
+#[test]
+fn a_late_listing_does_not_make_an_exit_reported_twice() {
+    let mut h = Harness::new(t(0));
+    // The listing is taken at t=90; meanwhile a new container exits and is reported at t=100.
+    assert_eq!(
+        h.feed(SourceEvent::CriContainer(Box::new(exited("new", 3, "Error", 95))))
+            .len(),
+        1
+    );
+    let late = CriSnapshot {
+        taken_at: t(90),
+        pods: vec![],
+        containers: vec![],
+    };
+    assert!(h.feed(SourceEvent::CriSnapshot(late)).is_empty());
+    // The next listing has it, exited: it was handled, it stays handled.
+    h.now = t(130);
+    let next = CriSnapshot {
+        taken_at: t(120),
+        pods: vec![],
+        containers: vec![exited("new", 3, "Error", 95)],
+    };
+    assert!(h.feed(SourceEvent::CriSnapshot(next)).is_empty());
+    // Once a listing taken after it was handled no longer has it, it is forgotten.
+    h.now = t(200);
+    let gone = CriSnapshot {
+        taken_at: t(190),
+        pods: vec![],
+        containers: vec![],
+    };
+    h.feed(SourceEvent::CriSnapshot(gone));
+    assert!(h.det.handled.is_empty());
+}
+
+#[test]
+fn a_sandbox_unknown_until_its_exit_is_not_a_crash() {
+    let mut h = Harness::new(t(0));
+    h.feed(task_exit("pause", 137, 99));
+    // The CRI source finds no container by that id, but a sandbox.
+    let pod = PodInfo {
+        id: "pause".into(),
+        pod: PodRef::default(),
+        attempt: 0,
+        state: PodState::NotReady,
+        created_at: None,
+        labels: Default::default(),
+    };
+    h.feed(SourceEvent::CriPod(pod));
+    h.now = t(200);
+    assert!(h.tick().is_empty());
+}
+
+#[test]
+fn an_oom_event_turns_an_unrecorded_sigkill_into_an_oom_kill() {
+    let mut h = Harness::new(t(0));
+    let mut running = exited("o", 0, "", 50);
+    running.state = ContainerState::Running;
+    running.exit_code = None;
+    running.memory_limit_bytes = Some(512 * 1024);
+    h.feed(SourceEvent::CriContainer(Box::new(running)));
+    h.feed(SourceEvent::Containerd(ContainerdEvent::TaskOom {
+        container_id: "o".into(),
+        at: Some(t(99)),
+    }));
+    h.feed(task_exit("o", 137, 99));
+    h.now = t(110);
+    let out = h.tick();
+    assert_eq!(out.len(), 1);
+    assert!(
+        out[0].summary.contains("was OOM-killed (exit code 137)"),
+        "{}",
+        out[0].summary
+    );
+    assert!(out[0].hint.contains("(512 KiB)"), "{}", out[0].hint);
+    let messages: Vec<_> = out[0].evidence.iter().map(|e| e.message.as_str()).collect();
+    assert!(messages.iter().any(|m| m.starts_with("TaskOOM")), "{messages:?}");
+}
+
+#[test]
+fn shutdown_reports_exits_still_waiting_for_the_runtime() {
+    let mut h = Harness::new(t(0));
+    h.feed(task_exit("c", 1, 99));
+    let cx = Context {
+        node: "node-1",
+        inventory: &h.inv,
+        now: t(100),
+    };
+    let mut out = Vec::new();
+    h.det.on_shutdown(&cx, &mut out);
+    assert_eq!(out.len(), 1);
+    assert!(
+        out[0].summary.contains("exited with code 1"),
+        "{}",
+        out[0].summary
+    );
+}
+
+#[test]
+fn a_sigkill_summary_says_it_once() {
+    let mut h = Harness::new(t(0));
+    let out = h.feed(SourceEvent::CriContainer(Box::new(exited("k", 137, "Error", 50))));
+    assert!(
+        out[0]
+            .summary
+            .contains("was killed by SIGKILL (exit code 137) after"),
+        "{}",
+        out[0].summary
+    );
+}
+
+#[test]
+fn bytes_read_as_people_write_them() {
+    assert_eq!(human_bytes(32 * 1024 * 1024), "32 MiB");
+    assert_eq!(human_bytes(512 * 1024), "512 KiB");
+    assert_eq!(human_bytes(1536 * 1024 * 1024), "1.5 GiB");
+    assert_eq!(human_bytes(100), "100 bytes");
 }
