@@ -1,7 +1,10 @@
 //! The engine: drains the sources' channel in order, keeps the inventory current, runs every
 //! detector on every event and on a periodic tick, counts repeats and hands findings to the
-//! exporters' channel.
+//! exporters' channel. It also records, in the state file, the time up to which every exit has
+//! been reported, once the exporters confirm they have written what came before it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
@@ -16,6 +19,15 @@ use crate::state::StateStore;
 /// How often detectors get a tick.
 pub const TICK: Duration = Duration::from_millis(250);
 
+/// Progress the engine can record once the exporters have caught up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Every exit that finished before this time has been handled.
+    pub exits_seen_until: SystemTime,
+    /// ... once this many findings have been exported.
+    pub after_findings: u64,
+}
+
 /// The detection engine.
 pub struct Engine {
     node: String,
@@ -23,6 +35,11 @@ pub struct Engine {
     detectors: Vec<Box<dyn Detector>>,
     occurrences: Occurrences,
     state: StateStore,
+    /// How far before a listing the runtime may still be recording exits.
+    margin: Duration,
+    emitted: u64,
+    exported: Arc<AtomicU64>,
+    progress: Option<Progress>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -37,26 +54,47 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// What the engine leaves when it stops: the state, and progress not yet recorded in it.
+#[derive(Debug)]
+pub struct Stopped {
+    /// The state file.
+    pub state: StateStore,
+    /// Progress to record once the exporters have written everything.
+    pub progress: Option<Progress>,
+}
+
 impl Engine {
-    /// An engine for `node` running `detectors`, persisting progress in `state`.
-    pub fn new(node: String, detectors: Vec<Box<dyn Detector>>, state: StateStore) -> Self {
+    /// An engine for `node` running `detectors`, persisting progress in `state`. Progress taken
+    /// from a listing is moved back by `margin` (the runtime records an exit a little after it
+    /// happens), and recorded only once `exported` (counted by the exporters) has caught up.
+    pub fn new(
+        node: String,
+        detectors: Vec<Box<dyn Detector>>,
+        state: StateStore,
+        margin: Duration,
+        exported: Arc<AtomicU64>,
+    ) -> Self {
         Engine {
             node,
             inventory: Inventory::default(),
             detectors,
             occurrences: Occurrences::new(DEFAULT_CAPACITY),
             state,
+            margin,
+            emitted: 0,
+            exported,
+            progress: None,
         }
     }
 
     /// Runs until the sources are gone or `shutdown`; on shutdown, first handles what the
-    /// sources already sent.
+    /// sources already sent and lets the detectors report what they still hold.
     pub async fn run(
         mut self,
         mut events: mpsc::Receiver<SourceEvent>,
         findings: mpsc::Sender<Finding>,
         shutdown: CancellationToken,
-    ) {
+    ) -> Stopped {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -64,42 +102,54 @@ impl Engine {
                 event = events.recv() => match event {
                     Some(event) => {
                         if !self.handle(&event, &findings).await {
-                            return;
+                            break;
                         }
                     }
-                    None => return,
+                    None => break,
                 },
                 _ = tick.tick() => {
                     let out = self.detect(None);
                     if !self.emit(out, &findings).await {
-                        return;
+                        break;
                     }
+                    self.record_progress();
                 }
                 () = shutdown.cancelled() => {
                     events.close();
                     while let Some(event) = events.recv().await {
                         if !self.handle(&event, &findings).await {
-                            return;
+                            break;
                         }
                     }
-                    return;
+                    break;
                 }
             }
+        }
+        let out = self.shutdown_detectors();
+        self.emit(out, &findings).await;
+        Stopped {
+            state: self.state,
+            progress: self.progress,
         }
     }
 
     /// Applies one event and runs the detectors on it. `false` when the exporters are gone.
     async fn handle(&mut self, event: &SourceEvent, findings: &mpsc::Sender<Finding>) -> bool {
-        self.inventory.apply(event);
+        let now = SystemTime::now();
+        self.inventory.apply(event, now);
         let out = self.detect(Some(event));
+        let sent = self.emit(out, findings).await;
         if let SourceEvent::CriSnapshot(snapshot) = event {
             let (pods, containers) = self.inventory.len();
             tracing::debug!(pods, containers, "inventory resynced");
-            if let Err(error) = self.state.set_exits_seen_until(snapshot.taken_at) {
-                tracing::warn!(%error, "cannot record progress; a restart may report recent exits again");
+            if let Some(until) = snapshot.taken_at.checked_sub(self.margin) {
+                self.progress = Some(Progress {
+                    exits_seen_until: until,
+                    after_findings: self.emitted,
+                });
             }
         }
-        self.emit(out, findings).await
+        sent
     }
 
     /// Runs every detector on `event`, or their periodic tick when there is none.
@@ -119,13 +169,99 @@ impl Engine {
         out
     }
 
+    fn shutdown_detectors(&mut self) -> Vec<Finding> {
+        let cx = Context {
+            node: &self.node,
+            inventory: &self.inventory,
+            now: SystemTime::now(),
+        };
+        let mut out = Vec::new();
+        for detector in &mut self.detectors {
+            detector.on_shutdown(&cx, &mut out);
+        }
+        out
+    }
+
     async fn emit(&mut self, out: Vec<Finding>, findings: &mpsc::Sender<Finding>) -> bool {
         for mut finding in out {
             self.occurrences.record(&mut finding);
             if findings.send(finding).await.is_err() {
                 return false;
             }
+            self.emitted += 1;
         }
         true
+    }
+
+    /// Saves the progress once the exporters have written every finding that came before it.
+    fn record_progress(&mut self) {
+        let Some(progress) = self.progress else { return };
+        if self.exported.load(Ordering::Acquire) < progress.after_findings {
+            return;
+        }
+        self.progress = None;
+        if let Err(error) = self.state.set_exits_seen_until(progress.exits_seen_until) {
+            tracing::warn!(%error, "cannot record progress; a restart may report recent exits again");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::container_exit::{ContainerExitDetector, ExitConfig};
+    use crate::model::{ContainerInfo, ContainerState};
+    use crate::sources::CriSnapshot;
+
+    fn exited(id: &str, finished: SystemTime) -> ContainerInfo {
+        let mut c = ContainerInfo::unknown(id);
+        c.state = ContainerState::Exited;
+        c.exit_code = Some(2);
+        c.finished_at = Some(finished);
+        c
+    }
+
+    #[tokio::test]
+    async fn progress_is_saved_only_after_the_exporters_wrote_what_came_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateStore::open(dir.path()).expect("state");
+        let exported = Arc::new(AtomicU64::new(0));
+        let start = SystemTime::now() - Duration::from_secs(60);
+        let detectors: Vec<Box<dyn Detector>> =
+            vec![Box::new(ContainerExitDetector::new(ExitConfig::default(), start))];
+        let engine = Engine::new(
+            "n".into(),
+            detectors,
+            state,
+            Duration::from_secs(4),
+            Arc::clone(&exported),
+        );
+        let (src_tx, src_rx) = mpsc::channel(8);
+        let (out_tx, mut out_rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(engine.run(src_rx, out_tx, stop.clone()));
+
+        let taken_at = SystemTime::now();
+        let snapshot = CriSnapshot {
+            taken_at,
+            pods: vec![],
+            containers: vec![exited("c", taken_at - Duration::from_secs(1))],
+        };
+        src_tx
+            .send(SourceEvent::CriSnapshot(snapshot))
+            .await
+            .expect("send");
+        let finding = out_rx.recv().await.expect("a finding");
+        assert_eq!(finding.count, 1);
+        tokio::time::sleep(TICK * 3).await;
+        let saved = || StateStore::open(dir.path()).expect("reopen").exits_seen_until();
+        assert_eq!(saved(), None, "the finding is not written yet");
+        exported.store(1, Ordering::Release);
+        tokio::time::sleep(TICK * 3).await;
+        assert_eq!(saved(), Some(taken_at - Duration::from_secs(4)));
+
+        stop.cancel();
+        let stopped = task.await.expect("engine");
+        assert_eq!(stopped.progress, None, "already recorded");
     }
 }

@@ -3,6 +3,9 @@
 
 pub mod stdout;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 
 use crate::detect::Finding;
@@ -29,13 +32,20 @@ pub trait Sink: Send {
     fn export(&mut self, finding: &Finding) -> Result<(), ExportError>;
 }
 
-/// Hands every finding to every sink until the engine closes the channel.
-pub async fn run(mut sinks: Vec<Box<dyn Sink>>, mut findings: mpsc::Receiver<Finding>) {
-    while let Some(finding) = findings.recv().await {
+/// Hands every finding to every sink until the engine closes the channel, counting each one
+/// handled in `exported`. Sinks write synchronously, so this runs on a blocking thread
+/// (`spawn_blocking`), never on the async workers.
+pub fn run_blocking(
+    mut sinks: Vec<Box<dyn Sink>>,
+    mut findings: mpsc::Receiver<Finding>,
+    exported: Arc<AtomicU64>,
+) {
+    while let Some(finding) = findings.blocking_recv() {
         for sink in &mut sinks {
             if let Err(error) = sink.export(&finding) {
                 tracing::warn!(sink = sink.name(), %error, fingerprint = %finding.fingerprint, "finding not exported");
             }
         }
+        exported.fetch_add(1, Ordering::Release);
     }
 }

@@ -1,12 +1,18 @@
-//! Wires the agent together: sources → engine → exporters, over bounded channels.
+//! Wires the agent together: sources → engine → exporters, over bounded channels, and watches
+//! that none of them stops before podmortem is asked to.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::detect::container_exit::ContainerExitDetector;
 use crate::detect::Detector;
-use crate::engine::Engine;
+use crate::engine::{Engine, Stopped};
 use crate::export::stdout::StdoutSink;
 use crate::export::{self, Sink};
 use crate::sources::containerd_events::ContainerdEventsSource;
@@ -20,61 +26,125 @@ pub const FINDING_CHANNEL: usize = 1024;
 /// Capacity of the CRI request channel.
 pub const CRI_REQUEST_CHANNEL: usize = 256;
 
-/// Why the agent could not start.
+/// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The state directory is unusable.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A part of the agent stopped (or panicked) while it should have kept running.
+    #[error("the {0} stopped unexpectedly")]
+    TaskStopped(&'static str),
+}
+
+/// How a task of the agent ended.
+enum Ended {
+    Source(&'static str),
+    Engine(Box<Stopped>),
+    Exporter,
+}
+
+impl Ended {
+    fn name(&self) -> &'static str {
+        match self {
+            Ended::Source(name) => name,
+            Ended::Engine(_) => "engine",
+            Ended::Exporter => "exporter",
+        }
+    }
 }
 
 /// Runs the agent for `node` until `shutdown`, then drains what is in flight.
 pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> Result<(), RunError> {
     let state = StateStore::open(&config.state_dir)?;
     let now = std::time::SystemTime::now();
-    let watermark = match state.exits_seen_until() {
-        Some(t) => t,
-        None => now.checked_sub(config.exit.first_start_lookback).unwrap_or(now),
-    };
+    let resumed = state.exits_seen_until();
+    let watermark =
+        resumed.unwrap_or_else(|| now.checked_sub(config.exit.first_start_lookback).unwrap_or(now));
     tracing::info!(
         node = %node,
         containerd = %config.containerd_address.display(),
         host_root = %config.host_root.display(),
         state = %config.state_dir.display(),
-        resumed = state.found(),
+        resumed = resumed.is_some(),
         "podmortem starting"
     );
 
     let (source_tx, source_rx) = mpsc::channel(SOURCE_CHANNEL);
     let (finding_tx, finding_rx) = mpsc::channel(FINDING_CHANNEL);
     let (cri_handle, cri_requests) = cri::request_channel(CRI_REQUEST_CHANNEL);
+    let exported = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
 
     let sources_stop = shutdown.child_token();
     let cri_source = CriSource::new(config.containerd_address.clone(), config.cri.clone());
-    let cri_task = tokio::spawn(cri_source.run(cri_requests, source_tx.clone(), sources_stop.clone()));
+    let (tx, stop) = (source_tx.clone(), sources_stop.clone());
+    tasks.spawn(async move {
+        cri_source.run(cri_requests, tx, stop).await;
+        Ended::Source("CRI source")
+    });
     let events_source = ContainerdEventsSource::new(
         config.containerd_address.clone(),
         config.events.clone(),
         cri_handle,
     );
-    let events_task = tokio::spawn(events_source.run(source_tx, sources_stop.clone()));
+    tasks.spawn(async move {
+        events_source.run(source_tx, sources_stop).await;
+        Ended::Source("containerd event source")
+    });
 
     let detectors: Vec<Box<dyn Detector>> = vec![Box::new(ContainerExitDetector::new(
         config.exit.clone(),
         watermark,
     ))];
-    let engine = Engine::new(node, detectors, state);
-    let engine_task = tokio::spawn(engine.run(source_rx, finding_tx, shutdown.clone()));
+    // An exit finished this long before a listing is surely recorded in it, or was reported
+    // from its event after the grace period.
+    let margin = config.exit.runtime_grace + Duration::from_secs(1);
+    let engine = Engine::new(node, detectors, state, margin, Arc::clone(&exported));
+    let stop = shutdown.clone();
+    tasks.spawn(async move { Ended::Engine(Box::new(engine.run(source_rx, finding_tx, stop).await)) });
 
     let sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::stdout(config.output))];
-    let export_task = tokio::spawn(export::run(sinks, finding_rx));
+    tasks.spawn_blocking(move || {
+        export::run_blocking(sinks, finding_rx, exported);
+        Ended::Exporter
+    });
 
-    shutdown.cancelled().await;
-    tracing::info!("podmortem stopping");
-    for task in [cri_task, events_task, engine_task, export_task] {
-        if let Err(error) = task.await {
-            tracing::error!(%error, "a task failed while stopping");
+    let mut failed = None;
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => tracing::info!("podmortem stopping"),
+        // Tasks end once shutdown is asked for; before that, one ending is a failure.
+        Some(ended) = tasks.join_next(), if !shutdown.is_cancelled() => {
+            let name = match &ended {
+                Ok(ended) => ended.name(),
+                Err(_) => "a task",
+            };
+            tracing::error!(task = name, "stopped unexpectedly; podmortem stops");
+            failed = Some(name);
+            shutdown.cancel();
         }
     }
-    Ok(())
+    let mut stopped = None;
+    while let Some(ended) = tasks.join_next().await {
+        match ended {
+            Ok(Ended::Engine(engine)) => stopped = Some(engine),
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "a task failed while stopping"),
+        }
+    }
+    // The exporter has written everything the engine emitted: its last progress holds.
+    if let Some(Stopped {
+        mut state,
+        progress: Some(progress),
+    }) = stopped.map(|s| *s)
+    {
+        if let Err(error) = state.set_exits_seen_until(progress.exits_seen_until) {
+            tracing::warn!(%error, "cannot record progress at shutdown");
+        }
+    }
+    match failed {
+        Some(name) => Err(RunError::TaskStopped(name)),
+        None => Ok(()),
+    }
 }

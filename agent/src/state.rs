@@ -44,8 +44,6 @@ pub struct State {
 pub struct StateStore {
     path: PathBuf,
     state: State,
-    /// Whether a previous run left a readable state file.
-    found: bool,
 }
 
 impl StateStore {
@@ -57,26 +55,18 @@ impl StateStore {
             source,
         })?;
         let path = dir.join(STATE_FILE);
-        let (state, found) = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
-                Ok(state) => (state, true),
-                Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "state file is corrupt; starting fresh");
-                    (State::default(), false)
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (State::default(), false),
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<State>(&bytes).unwrap_or_else(|error| {
+                tracing::warn!(path = %path.display(), %error, "state file is corrupt; starting fresh");
+                State::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "cannot read state file; starting fresh");
-                (State::default(), false)
+                State::default()
             }
         };
-        Ok(StateStore { path, state, found })
-    }
-
-    /// Whether an earlier run left state behind.
-    pub fn found(&self) -> bool {
-        self.found
+        Ok(StateStore { path, state })
     }
 
     /// The time up to which every exit was handled, if an earlier run recorded one.
@@ -90,13 +80,20 @@ impl StateStore {
         self.save()
     }
 
-    /// Writes the state atomically (temporary file, then rename).
+    /// Writes the state atomically and durably: a synced temporary file, renamed over the old
+    /// one, then the directory synced.
     pub fn save(&self) -> Result<(), StateError> {
         let tmp = self.path.with_extension("json.tmp");
         let write = |path: &Path| -> std::io::Result<()> {
             let bytes = serde_json::to_vec_pretty(&self.state).map_err(std::io::Error::other)?;
-            std::fs::write(path, bytes)?;
-            std::fs::rename(path, &self.path)
+            let mut file = std::fs::File::create(path)?;
+            std::io::Write::write_all(&mut file, &bytes)?;
+            file.sync_all()?;
+            std::fs::rename(path, &self.path)?;
+            if let Some(dir) = self.path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
         };
         write(&tmp).map_err(|source| StateError::Write {
             path: self.path.clone(),
@@ -114,16 +111,14 @@ mod tests {
     fn round_trips_and_survives_corruption() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = StateStore::open(dir.path()).expect("open");
-        assert!(!store.found());
+        assert_eq!(store.exits_seen_until(), None);
         let t = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
         store.set_exits_seen_until(t).expect("save");
         let again = StateStore::open(dir.path()).expect("reopen");
-        assert!(again.found());
         assert_eq!(again.exits_seen_until(), Some(t));
 
         std::fs::write(dir.path().join(STATE_FILE), b"\x00{garbage").expect("write");
         let fresh = StateStore::open(dir.path()).expect("open corrupt");
-        assert!(!fresh.found());
         assert_eq!(fresh.exits_seen_until(), None);
     }
 }
