@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -48,57 +48,62 @@ impl Default for CriConfig {
     }
 }
 
-/// A request to the CRI source.
+/// A request to read one container now. With `expect_exit`, a container still reported running
+/// is read again a few times: the runtime records an exit a moment after publishing it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CriRequest {
-    /// List everything again now.
-    Resync,
-    /// Read one container now. With `expect_exit`, a container still reported running is read
-    /// again a few times: the runtime records an exit a moment after publishing it.
-    Container {
-        /// The container.
-        id: String,
-        /// Whether an exit was just seen for it.
-        expect_exit: bool,
-    },
+pub struct ContainerRead {
+    /// The container (or, as containerd's events do not tell them apart, a sandbox).
+    pub id: String,
+    /// Whether an exit was just seen for it.
+    pub expect_exit: bool,
 }
 
-/// Asks the CRI source for a resync or a single container. Never blocks: when the source is
-/// behind, the request is dropped and the next periodic resync covers it.
+/// Asks the CRI source for a resync or a single container. Never blocks. Resync requests merge
+/// and are never lost; when single reads pile up beyond the channel, the one that does not fit
+/// turns into a resync request.
 #[derive(Debug, Clone)]
 pub struct CriHandle {
-    tx: mpsc::Sender<CriRequest>,
+    reads: mpsc::Sender<ContainerRead>,
+    resync: Arc<Notify>,
 }
 
 impl CriHandle {
     /// Asks for a full resync.
     pub fn resync(&self) {
-        self.send(CriRequest::Resync);
+        self.resync.notify_one();
     }
 
     /// Asks for the current status of one container.
     pub fn refresh(&self, id: &str, expect_exit: bool) {
-        self.send(CriRequest::Container {
+        let read = ContainerRead {
             id: id.to_owned(),
             expect_exit,
-        });
-    }
-
-    fn send(&self, req: CriRequest) {
-        if let Err(err) = self.tx.try_send(req) {
-            tracing::debug!(error = %err, "CRI request dropped; the next resync covers it");
+        };
+        if self.reads.try_send(read).is_err() {
+            tracing::debug!(container_id = id, "CRI source busy; asking for a resync instead");
+            self.resync();
         }
     }
 }
 
 /// The receiving end of [`CriHandle`].
 #[derive(Debug)]
-pub struct CriRequests(mpsc::Receiver<CriRequest>);
+pub struct CriRequests {
+    reads: mpsc::Receiver<ContainerRead>,
+    resync: Arc<Notify>,
+}
 
-/// A handle and its receiver, holding at most `capacity` pending requests.
+/// A handle and its receiver, holding at most `capacity` pending single reads.
 pub fn request_channel(capacity: usize) -> (CriHandle, CriRequests) {
     let (tx, rx) = mpsc::channel(capacity);
-    (CriHandle { tx }, CriRequests(rx))
+    let resync = Arc::new(Notify::new());
+    (
+        CriHandle {
+            reads: tx,
+            resync: Arc::clone(&resync),
+        },
+        CriRequests { reads: rx, resync },
+    )
 }
 
 /// Delays between reads of a container whose exit was published but not yet recorded.
@@ -161,12 +166,19 @@ impl CriSource {
                         }
                     }
                 }
-                req = requests.0.recv() => match req {
+                () = requests.resync.notified() => next_resync = Instant::now(),
+                read = requests.reads.recv() => match read {
                     None => return,
-                    Some(CriRequest::Resync) => next_resync = Instant::now(),
-                    Some(CriRequest::Container { id, expect_exit }) => match &self.client {
-                        Some(client) => self.spawn_refresh(client.clone(), id, expect_exit, out.clone()),
-                        None => next_resync = Instant::now(),
+                    Some(read) => match (&self.client, Arc::clone(&self.refreshes).try_acquire_owned()) {
+                        (Some(client), Ok(permit)) => {
+                            let (client, out) = (client.clone(), out.clone());
+                            tokio::spawn(async move {
+                                refresh(&client, &read.id, read.expect_exit, &out).await;
+                                drop(permit);
+                            });
+                        }
+                        // Not connected, or too many reads in flight: a listing covers it.
+                        _ => next_resync = Instant::now(),
                     },
                 },
             }
@@ -194,7 +206,7 @@ impl CriSource {
         let client = self.client().await?;
         let taken_at = SystemTime::now();
         let pods = client.list_pods().await?;
-        let listed = client.list_containers(None).await?;
+        let listed = client.list_containers().await?;
         let pod_refs: HashMap<&str, &PodRef> = pods.iter().map(|p| (p.id.as_str(), &p.pod)).collect();
         let mut containers = Vec::with_capacity(listed.len());
         let mut cache = HashMap::with_capacity(listed.len());
@@ -230,22 +242,6 @@ impl CriSource {
             containers,
         })
     }
-
-    fn spawn_refresh(
-        &self,
-        client: CriClient,
-        id: String,
-        expect_exit: bool,
-        out: mpsc::Sender<SourceEvent>,
-    ) {
-        let permits = Arc::clone(&self.refreshes);
-        tokio::spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return;
-            };
-            refresh(&client, &id, expect_exit, &out).await;
-        });
-    }
 }
 
 /// Reads one container (and its sandbox) and sends what it finds.
@@ -260,9 +256,15 @@ async fn refresh(client: &CriClient, id: &str, expect_exit: bool, out: &mpsc::Se
         let mut info = match client.container_status(id, None, &PodRef::default()).await {
             Ok(Some(info)) => info,
             Ok(None) => return,
-            // Sandboxes have tasks too, but are not containers to CRI; removed containers are
-            // covered by the next resync.
-            Err(err) if err.is_not_found() => return,
+            // Sandboxes have tasks too, but are not containers to CRI: say what it is, so its
+            // pause process's exit is not taken for a crash. Removed containers are covered by
+            // the next resync.
+            Err(err) if err.is_not_found() => {
+                if let Ok(Some(pod)) = client.pod_status(id).await {
+                    let _closed = out.send(SourceEvent::CriPod(pod)).await;
+                }
+                return;
+            }
             Err(error) => {
                 tracing::warn!(%error, container_id = id, "cannot read container status");
                 return;

@@ -104,11 +104,6 @@ impl CriClient {
         Ok((client, version))
     }
 
-    /// The socket this client talks to.
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
     async fn call<T, F>(&self, rpc: &'static str, fut: F) -> Result<T, CriError>
     where
         F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -170,13 +165,10 @@ impl CriClient {
         Ok(resp.status.map(convert::pod_from_status))
     }
 
-    /// `ListContainers`: id, sandbox id and state of every container, or of the one named.
-    pub async fn list_containers(&self, id: Option<&str>) -> Result<Vec<cri::Container>, CriError> {
+    /// `ListContainers`: id, sandbox id and state of every container.
+    pub async fn list_containers(&self) -> Result<Vec<cri::Container>, CriError> {
         let mut inner = self.inner.clone();
-        let filter = id.map(|id| cri::ContainerFilter {
-            id: id.to_owned(),
-            ..Default::default()
-        });
+        let filter = None;
         let resp = self
             .call(
                 "ListContainers",
