@@ -25,12 +25,23 @@ pub enum Command {
     /// Watch the node and print findings until stopped (SIGINT/SIGTERM).
     Run(RunArgs),
     /// Check a config file and print the configuration that would be used.
-    CheckConfig(RunArgs),
+    CheckConfig(ConfigArgs),
 }
 
-/// Settings for `run`; each flag overrides the config file's key of the same name.
+/// Arguments of `run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// The configuration.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Log filter for podmortem's own logs on standard error (e.g. `info`, `podmortem=debug`)
+    #[arg(long, value_name = "FILTER", env = "PODMORTEM_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+/// The config file and the flags that override its keys of the same name.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
     /// YAML config file; unknown keys are rejected. See the README for every key.
     #[arg(long, value_name = "FILE", env = "PODMORTEM_CONFIG")]
     pub config: Option<PathBuf>,
@@ -50,12 +61,9 @@ pub struct RunArgs {
     /// Finding format on standard output [default: auto: text on a terminal, JSON lines otherwise]
     #[arg(long, value_enum)]
     pub output: Option<OutputFormat>,
-    /// Log filter for podmortem's own logs on standard error (e.g. `info`, `podmortem=debug`)
-    #[arg(long, value_name = "FILTER", env = "PODMORTEM_LOG", default_value = "info")]
-    pub log_level: String,
 }
 
-impl RunArgs {
+impl ConfigArgs {
     /// The config file (or defaults) with the flags applied.
     pub fn config(&self) -> Result<Config, ConfigError> {
         let mut config = match &self.config {
@@ -82,13 +90,21 @@ impl RunArgs {
     }
 }
 
-/// The node name: configured, else the hostname.
-fn node_name(config: &Config) -> String {
-    config.node_name.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "unknown-node".to_owned())
-    })
+/// The node name: configured (flag, `$NODE_NAME` or file), else the host's hostname, read from
+/// `<host_root>/etc/hostname` (a pod has a hostname of its own, the host's file does not lie),
+/// else the kernel's. `None` when none of these says.
+fn node_name(config: &Config) -> Option<String> {
+    if let Some(name) = &config.node_name {
+        return Some(name.clone());
+    }
+    [
+        config.host_root.join("etc/hostname"),
+        "/proc/sys/kernel/hostname".into(),
+    ]
+    .iter()
+    .filter_map(|path| std::fs::read_to_string(path).ok())
+    .map(|text| text.trim().to_owned())
+    .find(|name| !name.is_empty())
 }
 
 /// Entry point of the binary. Exit codes: 0 success, 1 runtime failure, 2 bad usage or config.
@@ -106,7 +122,7 @@ pub fn main() -> ExitCode {
             Err(error) => fail(2, &error.to_string()),
         },
         Command::Run(args) => {
-            let config = match args.config() {
+            let config = match args.config.config() {
                 Ok(config) => config,
                 Err(error) => return fail(2, &error.to_string()),
             };
@@ -121,7 +137,9 @@ pub fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(error) => return fail(1, &format!("cannot start the async runtime: {error}")),
             };
-            let node = node_name(&config);
+            let Some(node) = node_name(&config) else {
+                return fail(2, "cannot tell this node's name: set --node-name or NODE_NAME");
+            };
             runtime.block_on(async move {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));
