@@ -88,10 +88,11 @@ impl TestBed {
         Ok(TestBed { containerd, cri })
     }
 
-    /// Starts a test bed and an agent on it, once the agent has subscribed to events.
-    pub async fn start_with_agent() -> Result<(TestBed, agent::Agent)> {
+    /// Starts a test bed and an agent on it with `config` (YAML), once the agent has
+    /// subscribed to events.
+    pub async fn start_with_agent(config: &str) -> Result<(TestBed, agent::Agent)> {
         let bed = TestBed::start().await?;
-        let agent = bed.agent(&[])?;
+        let agent = bed.agent_with_config(config)?;
         agent
             .wait_for_log(
                 "subscribed to containerd events",
@@ -101,12 +102,21 @@ impl TestBed {
         Ok((bed, agent))
     }
 
-    /// Starts the agent on this test bed, with its state in the test bed's directory.
+    /// Starts the agent on this test bed, with its state in the test bed's directory (the same
+    /// for every agent started on it: a second agent resumes where the first stopped).
     pub fn agent(&self, extra: &[&str]) -> Result<agent::Agent> {
         agent::Agent::start(
             &self.containerd.socket(),
             &self.containerd.dir().join("agent-state"),
             extra,
         )
+    }
+
+    /// Starts the agent with a config file holding `yaml`.
+    pub fn agent_with_config(&self, yaml: &str) -> Result<agent::Agent> {
+        let path = self.containerd.dir().join("agent-config.yaml");
+        std::fs::write(&path, yaml).context("cannot write the agent's config")?;
+        let path = path.to_str().ok_or_else(|| err("test bed path is not UTF-8"))?;
+        self.agent(&["--config", path])
     }
 }

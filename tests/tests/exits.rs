@@ -21,9 +21,12 @@ fn print_latency(got: &podmortem_e2e::agent::Received) {
     );
 }
 
+/// Listings every second, so that a test sees several while it runs.
+const FAST_RESYNC: &str = "cri:\n  resync_interval: 1s\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_code_is_reported_with_pod_container_and_attempt() {
-    let (bed, mut agent) = TestBed::start_with_agent().await.unwrap();
+    let (bed, mut agent) = TestBed::start_with_agent(FAST_RESYNC).await.unwrap();
 
     let pod = bed.cri.run_pod(&PodSpec::new("e2e", "crashy")).await.unwrap();
     let first = bed
@@ -84,8 +87,8 @@ async fn exit_code_is_reported_with_pod_container_and_attempt() {
         got.finding
     );
 
-    // Each exit once: resyncs do not repeat them.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Each exit once: the listings taken every second since do not repeat them.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let _ = agent
         .wait_for("nothing more", Duration::from_millis(200), |_| false)
         .await;
@@ -102,7 +105,7 @@ async fn exit_code_is_reported_with_pod_container_and_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_are_named() {
-    let (bed, mut agent) = TestBed::start_with_agent().await.unwrap();
+    let (bed, mut agent) = TestBed::start_with_agent("").await.unwrap();
     let pod = bed.cri.run_pod(&PodSpec::new("e2e", "signals")).await.unwrap();
 
     // Killed from outside, as the OOM killer or an operator would.

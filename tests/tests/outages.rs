@@ -26,7 +26,10 @@ async fn wait_gone(pid: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_while_containerd_is_down_is_reported_after_reconnect() {
-    let (mut bed, mut agent) = TestBed::start_with_agent().await.unwrap();
+    // No periodic listing during the test: only reconnecting can bring the exit to light.
+    let (mut bed, mut agent) = TestBed::start_with_agent("cri:\n  resync_interval: 1h\n")
+        .await
+        .unwrap();
     let pod = bed.cri.run_pod(&PodSpec::new("e2e", "gap")).await.unwrap();
     let id = bed
         .cri
@@ -124,4 +127,57 @@ async fn agent_waits_for_an_absent_containerd() {
     bed.cri.remove_pod(&pod).await.unwrap();
     let status = agent.stop().await.unwrap();
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_reports_exits_it_missed_and_no_older_ones() {
+    let config = "cri:\n  resync_interval: 1s\n";
+    let (bed, mut agent) = TestBed::start_with_agent(config).await.unwrap();
+    let pod = bed.cri.run_pod(&PodSpec::new("e2e", "restarts")).await.unwrap();
+    let before = bed
+        .cri
+        .run_container(&pod, &ContainerSpec::shell("before", "exit 4"))
+        .await
+        .unwrap();
+    agent
+        .wait_for("exit 4", WAIT, |f| field(f, "/subject/container_id") == before)
+        .await
+        .unwrap();
+    // Let listings taken well after that exit record the agent's progress.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let status = agent.stop().await.unwrap();
+    assert!(status.success(), "{status}");
+
+    let during = bed
+        .cri
+        .run_container(&pod, &ContainerSpec::shell("during", "exit 6"))
+        .await
+        .unwrap();
+    bed.cri.wait_exited(&during, WAIT).await.unwrap();
+
+    let mut agent = bed.agent_with_config(config).unwrap();
+    let got = agent
+        .wait_for("the exit while the agent was down", WAIT, |f| {
+            field(f, "/subject/container_id") == during
+        })
+        .await
+        .unwrap();
+    assert!(
+        field(&got.finding, "/summary").contains("exited with code 6"),
+        "{}",
+        got.finding
+    );
+    assert!(agent.stderr().contains("resumed=true"), "{}", agent.stderr());
+    // Several listings later, the exit reported by the first agent has not come back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = agent
+        .wait_for("nothing more", Duration::from_millis(100), |_| false)
+        .await;
+    let old = agent
+        .seen()
+        .iter()
+        .filter(|r| field(&r.finding, "/subject/container_id") == before)
+        .count();
+    assert_eq!(old, 0, "{:?}", agent.seen());
+    bed.cri.remove_pod(&pod).await.unwrap();
 }
