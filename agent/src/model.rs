@@ -49,14 +49,16 @@ impl PodRef {
 
     /// `namespace/name`, or `?` for the parts that are unknown.
     pub fn display(&self) -> String {
-        let or_q = |s: &str| {
-            if s.is_empty() {
-                "?".to_owned()
-            } else {
-                s.to_owned()
-            }
-        };
-        format!("{}/{}", or_q(&self.namespace), or_q(&self.name))
+        format!("{}/{}", or_unknown(&self.namespace), or_unknown(&self.name))
+    }
+}
+
+/// `s`, or `?` when it is empty: how podmortem shows a name the runtime did not give.
+pub fn or_unknown(s: &str) -> &str {
+    if s.is_empty() {
+        "?"
+    } else {
+        s
     }
 }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::exit_code::{self, ExitCause};
 use super::finding::fingerprint;
 use super::{Context, Detector, Evidence, EvidenceSource, Finding, FindingKind, Severity, Subject};
-use crate::model::{ContainerInfo, ContainerState};
+use crate::model::{or_unknown, ContainerInfo, ContainerState};
 use crate::sources::{ContainerdEvent, SourceEvent};
 
 /// Settings of the exit detector (`exit:` in the config file).
@@ -256,11 +256,7 @@ fn human_bytes(bytes: u64) -> String {
 }
 
 fn summary(c: &ContainerInfo, cause: &ExitCause, oom_killed: bool) -> String {
-    let who = format!(
-        "container {} of pod {}",
-        if c.name.is_empty() { "?" } else { &c.name },
-        c.pod.display()
-    );
+    let who = format!("container {} of pod {}", or_unknown(&c.name), c.pod.display());
     let what = match &cause.signal {
         _ if oom_killed => format!("was OOM-killed (exit code {})", cause.code),
         // "killed by SIGKILL" needs no gloss; "segmentation fault" does.

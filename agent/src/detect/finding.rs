@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::model::ContainerInfo;
+use crate::model::{or_unknown, ContainerInfo};
 
 /// What kind of thing went wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -93,13 +93,6 @@ impl Subject {
 
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let q = |s: &str| {
-            if s.is_empty() {
-                "?".to_owned()
-            } else {
-                s.to_owned()
-            }
-        };
         match self {
             Subject::Node { node } => write!(f, "node/{node}"),
             Subject::Container {
@@ -114,7 +107,7 @@ impl fmt::Display for Subject {
                 } else {
                     container.clone()
                 };
-                write!(f, "{}/{}[{}]", q(namespace), q(pod), container)
+                write!(f, "{}/{}[{}]", or_unknown(namespace), or_unknown(pod), container)
             }
         }
     }
@@ -232,7 +225,7 @@ mod rfc3339_opt {
 
     pub(super) fn serialize<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
         match t {
-            Some(t) => s.serialize_str(&super::format_time(*t)),
+            Some(t) => super::rfc3339::serialize(t, s),
             None => s.serialize_none(),
         }
     }
