@@ -28,6 +28,14 @@ pub struct Progress {
     pub after_findings: u64,
 }
 
+/// What the detectors are called for.
+#[derive(Clone, Copy)]
+enum Phase<'a> {
+    Event(&'a SourceEvent),
+    Tick,
+    Shutdown,
+}
+
 /// The detection engine.
 pub struct Engine {
     node: String,
@@ -108,7 +116,7 @@ impl Engine {
                     None => break,
                 },
                 _ = tick.tick() => {
-                    let out = self.detect(None);
+                    let out = self.detect(Phase::Tick);
                     if !self.emit(out, &findings).await {
                         break;
                     }
@@ -125,7 +133,7 @@ impl Engine {
                 }
             }
         }
-        let out = self.shutdown_detectors();
+        let out = self.detect(Phase::Shutdown);
         self.emit(out, &findings).await;
         Stopped {
             state: self.state,
@@ -137,7 +145,7 @@ impl Engine {
     async fn handle(&mut self, event: &SourceEvent, findings: &mpsc::Sender<Finding>) -> bool {
         let now = SystemTime::now();
         self.inventory.apply(event, now);
-        let out = self.detect(Some(event));
+        let out = self.detect(Phase::Event(event));
         let sent = self.emit(out, findings).await;
         if let SourceEvent::CriSnapshot(snapshot) = event {
             let (pods, containers) = self.inventory.len();
@@ -152,8 +160,8 @@ impl Engine {
         sent
     }
 
-    /// Runs every detector on `event`, or their periodic tick when there is none.
-    fn detect(&mut self, event: Option<&SourceEvent>) -> Vec<Finding> {
+    /// Runs every detector in `phase`.
+    fn detect(&mut self, phase: Phase<'_>) -> Vec<Finding> {
         let cx = Context {
             node: &self.node,
             inventory: &self.inventory,
@@ -161,23 +169,11 @@ impl Engine {
         };
         let mut out = Vec::new();
         for detector in &mut self.detectors {
-            match event {
-                Some(event) => detector.on_event(event, &cx, &mut out),
-                None => detector.on_tick(&cx, &mut out),
+            match phase {
+                Phase::Event(event) => detector.on_event(event, &cx, &mut out),
+                Phase::Tick => detector.on_tick(&cx, &mut out),
+                Phase::Shutdown => detector.on_shutdown(&cx, &mut out),
             }
-        }
-        out
-    }
-
-    fn shutdown_detectors(&mut self) -> Vec<Finding> {
-        let cx = Context {
-            node: &self.node,
-            inventory: &self.inventory,
-            now: SystemTime::now(),
-        };
-        let mut out = Vec::new();
-        for detector in &mut self.detectors {
-            detector.on_shutdown(&cx, &mut out);
         }
         out
     }
