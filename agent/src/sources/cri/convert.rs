@@ -169,6 +169,13 @@ mod tests {
             finished_at: 3_500_000_000,
             exit_code: 137,
             reason: "OOMKilled".into(),
+            log_path: "/var/log/pods/shop_web-0_u-1/app/4.log".into(),
+            mounts: vec![cri::Mount {
+                container_path: "/data".into(),
+                host_path: "/var/lib/kubelet/pods/u-1/volumes/data".into(),
+                readonly: true,
+                ..Default::default()
+            }],
             labels: [
                 ("io.kubernetes.pod.name", "web-0"),
                 ("io.kubernetes.pod.namespace", "shop"),
@@ -190,6 +197,18 @@ mod tests {
         assert_eq!(c.pod.display(), "shop/web-0");
         assert_eq!(c.pod.uid, "u-1");
         assert_eq!(c.ran_for(), Some(std::time::Duration::from_millis(2500)));
+        assert_eq!(
+            c.log_path.as_deref(),
+            Some(std::path::Path::new("/var/log/pods/shop_web-0_u-1/app/4.log"))
+        );
+        assert_eq!(
+            c.mounts,
+            vec![MountInfo {
+                container_path: "/data".into(),
+                host_path: "/var/lib/kubelet/pods/u-1/volumes/data".into(),
+                readonly: true,
+            }]
+        );
     }
 
     #[test]
