@@ -214,7 +214,7 @@ impl CriSource {
             let state = convert::container_state(listed.state);
             let info = match self.cache.remove(&listed.id) {
                 Some(cached) if cached.state == state => Some(cached),
-                _ => {
+                cached => {
                     let fallback = pod_refs.get(listed.pod_sandbox_id.as_str()).copied().cloned();
                     match client
                         .container_status(
@@ -226,7 +226,12 @@ impl CriSource {
                     {
                         Ok(info) => info,
                         Err(err) if err.is_not_found() => None,
-                        Err(err) => return Err(err),
+                        // One wedged container must not stop every listing: keep what was
+                        // last known of it, and try again next time.
+                        Err(error) => {
+                            tracing::warn!(%error, container_id = %listed.id, "cannot read container status; keeping its last known status");
+                            cached
+                        }
                     }
                 }
             };
