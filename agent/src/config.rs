@@ -20,6 +20,19 @@
 //!   report_sigterm: true
 //!   runtime_grace: 3s
 //!   first_start_lookback: 5m
+//! kmsg:
+//!   enabled: true
+//!   max_records_per_second: 20000
+//! memory:
+//!   interval: 5s
+//! oom:
+//!   child_grace: 1s
+//! oom_risk:
+//!   usage_percent: 90
+//!   pressure_percent: 40
+//!   node_pressure_percent: 10
+//!   node_available_percent: 5
+//!   sustained: 1m
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -28,9 +41,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::detect::container_exit::ExitConfig;
+use crate::detect::oom_kill::OomConfig;
+use crate::detect::oom_risk::RiskConfig;
 use crate::export::stdout::OutputFormat;
 use crate::sources::containerd_events::EventsConfig;
 use crate::sources::cri::CriConfig;
+use crate::sources::kmsg::KmsgConfig;
+use crate::sources::memory::MemoryConfig;
 
 /// Everything podmortem can be told.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,6 +71,14 @@ pub struct Config {
     pub events: EventsConfig,
     /// The container exit detector.
     pub exit: ExitConfig,
+    /// The kernel log source.
+    pub kmsg: KmsgConfig,
+    /// The memory sampler.
+    pub memory: MemoryConfig,
+    /// The OOM kill detector.
+    pub oom: OomConfig,
+    /// The OOM risk detector.
+    pub oom_risk: RiskConfig,
 }
 
 impl Default for Config {
@@ -67,6 +92,10 @@ impl Default for Config {
             cri: CriConfig::default(),
             events: EventsConfig::default(),
             exit: ExitConfig::default(),
+            kmsg: KmsgConfig::default(),
+            memory: MemoryConfig::default(),
+            oom: OomConfig::default(),
+            oom_risk: RiskConfig::default(),
         }
     }
 }
@@ -179,6 +208,27 @@ impl Config {
                 "events.retry_max",
                 "must not be shorter than events.retry_initial",
             ));
+        }
+        at_least("memory.interval", self.memory.interval, ms(100))?;
+        if self.kmsg.max_records_per_second < 100 {
+            return Err(invalid("kmsg.max_records_per_second", "must be at least 100"));
+        }
+        let percents = [
+            ("oom_risk.usage_percent", self.oom_risk.usage_percent),
+            ("oom_risk.pressure_percent", self.oom_risk.pressure_percent),
+            (
+                "oom_risk.node_pressure_percent",
+                self.oom_risk.node_pressure_percent,
+            ),
+            (
+                "oom_risk.node_available_percent",
+                self.oom_risk.node_available_percent,
+            ),
+        ];
+        for (key, value) in percents {
+            if !(0.0..=100.0).contains(&value) {
+                return Err(invalid(key, "must be a percentage between 0 and 100"));
+            }
         }
         if self.events.namespace.is_empty() {
             return Err(invalid("events.namespace", "must not be empty"));

@@ -5,7 +5,11 @@
 pub mod container_exit;
 pub mod exit_code;
 pub mod finding;
+pub mod format;
 pub mod occurrences;
+pub mod oom_evidence;
+pub mod oom_kill;
+pub mod oom_risk;
 
 use std::time::SystemTime;
 
@@ -37,4 +41,10 @@ pub trait Detector: Send {
 
     /// Called once when podmortem stops, after the last event: report what is still held back.
     fn on_shutdown(&mut self, _cx: &Context<'_>, _out: &mut Vec<Finding>) {}
+
+    /// The kernel log sequence number of the oldest record this detector still holds back
+    /// without having reported it: the engine records the log as handled only up to before it.
+    fn kmsg_held_from(&self) -> Option<u64> {
+        None
+    }
 }

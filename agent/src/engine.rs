@@ -7,23 +7,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::detect::occurrences::{Occurrences, DEFAULT_CAPACITY};
 use crate::detect::{Context, Detector, Finding};
 use crate::inventory::Inventory;
-use crate::sources::SourceEvent;
+use crate::sources::kmsg::{KmsgEvent, KmsgPosition};
+use crate::sources::memory::MemoryTarget;
+use crate::sources::{ContainerdEvent, SourceEvent};
 use crate::state::StateStore;
 
 /// How often detectors get a tick.
 pub const TICK: Duration = Duration::from_millis(250);
 
 /// Progress the engine can record once the exporters have caught up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
     /// Every exit that finished before this time has been handled.
-    pub exits_seen_until: SystemTime,
+    pub exits_seen_until: Option<SystemTime>,
+    /// Every kernel log record up to this one has been handled.
+    pub kmsg: Option<KmsgPosition>,
     /// ... once this many findings have been exported.
     pub after_findings: u64,
 }
@@ -48,6 +52,12 @@ pub struct Engine {
     emitted: u64,
     exported: Arc<AtomicU64>,
     progress: Option<Progress>,
+    /// The kernel log source's latest checkpoint.
+    kmsg_checkpoint: Option<KmsgPosition>,
+    /// The kernel log position last put into `progress`.
+    kmsg_progressed: Option<KmsgPosition>,
+    /// Where the running containers are published for the memory sampler.
+    memory_targets: Option<watch::Sender<Arc<[MemoryTarget]>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -92,7 +102,17 @@ impl Engine {
             emitted: 0,
             exported,
             progress: None,
+            kmsg_checkpoint: None,
+            kmsg_progressed: None,
+            memory_targets: None,
         }
+    }
+
+    /// Publishes the running containers (with pid and cgroup path) on `targets` whenever they
+    /// change.
+    pub fn with_memory_targets(mut self, targets: watch::Sender<Arc<[MemoryTarget]>>) -> Self {
+        self.memory_targets = Some(targets);
+        self
     }
 
     /// Runs until the sources are gone or `shutdown`; on shutdown, first handles what the
@@ -120,6 +140,7 @@ impl Engine {
                     if !self.emit(out, &findings).await {
                         break;
                     }
+                    self.progress_kmsg();
                     self.record_progress();
                 }
                 () = shutdown.cancelled() => {
@@ -135,6 +156,7 @@ impl Engine {
         }
         let out = self.detect(Phase::Shutdown);
         self.emit(out, &findings).await;
+        self.progress_kmsg();
         Stopped {
             state: self.state,
             progress: self.progress,
@@ -147,17 +169,72 @@ impl Engine {
         self.inventory.apply(event, now);
         let out = self.detect(Phase::Event(event));
         let sent = self.emit(out, findings).await;
-        if let SourceEvent::CriSnapshot(snapshot) = event {
-            let (pods, containers) = self.inventory.len();
-            tracing::debug!(pods, containers, "inventory resynced");
-            if let Some(until) = snapshot.taken_at.checked_sub(self.margin) {
-                self.progress = Some(Progress {
-                    exits_seen_until: until,
-                    after_findings: self.emitted,
-                });
+        match event {
+            SourceEvent::CriSnapshot(snapshot) => {
+                let (pods, containers) = self.inventory.len();
+                tracing::debug!(pods, containers, "inventory resynced");
+                if let Some(until) = snapshot.taken_at.checked_sub(self.margin) {
+                    self.add_progress(Some(until), None);
+                }
+                self.publish_targets();
             }
+            SourceEvent::CriContainer(_)
+            | SourceEvent::Containerd(
+                ContainerdEvent::TaskStart { .. } | ContainerdEvent::ContainerDelete { .. },
+            ) => {
+                self.publish_targets();
+            }
+            SourceEvent::Kmsg(KmsgEvent::Checkpoint(position)) => {
+                self.kmsg_checkpoint = Some(position.clone());
+                self.progress_kmsg();
+            }
+            _ => {}
         }
         sent
+    }
+
+    /// Adds to the progress to record once the findings emitted so far are written.
+    fn add_progress(&mut self, exits_seen_until: Option<SystemTime>, kmsg: Option<KmsgPosition>) {
+        let pending = self.progress.take();
+        self.progress = Some(Progress {
+            exits_seen_until: exits_seen_until.or(pending.as_ref().and_then(|p| p.exits_seen_until)),
+            kmsg: kmsg.or(pending.and_then(|p| p.kmsg)),
+            after_findings: self.emitted,
+        });
+    }
+
+    /// The kernel log position that is safe to record: the source's checkpoint, but before any
+    /// kill a detector still holds back.
+    fn progress_kmsg(&mut self) {
+        let Some(checkpoint) = &self.kmsg_checkpoint else {
+            return;
+        };
+        let held = self.detectors.iter().filter_map(|d| d.kmsg_held_from()).min();
+        let seq = held.map_or(checkpoint.seq, |h| checkpoint.seq.min(h.saturating_sub(1)));
+        let position = KmsgPosition {
+            boot_id: checkpoint.boot_id.clone(),
+            seq,
+        };
+        if self.kmsg_progressed.as_ref() == Some(&position) {
+            return;
+        }
+        self.kmsg_progressed = Some(position.clone());
+        self.add_progress(None, Some(position));
+    }
+
+    /// Publishes the running containers to the memory sampler, if they changed.
+    fn publish_targets(&self) {
+        let Some(targets) = &self.memory_targets else {
+            return;
+        };
+        let now = self.inventory.memory_targets();
+        targets.send_if_modified(|current| {
+            if current[..] == now[..] {
+                return false;
+            }
+            *current = now.into();
+            true
+        });
     }
 
     /// Runs every detector in `phase`.
@@ -191,12 +268,14 @@ impl Engine {
 
     /// Saves the progress once the exporters have written every finding that came before it.
     fn record_progress(&mut self) {
-        let Some(progress) = self.progress else { return };
+        let Some(progress) = &self.progress else { return };
         if self.exported.load(Ordering::Acquire) < progress.after_findings {
             return;
         }
-        self.progress = None;
-        if let Err(error) = self.state.set_exits_seen_until(progress.exits_seen_until) {
+        let Some(progress) = self.progress.take() else {
+            return;
+        };
+        if let Err(error) = self.state.record(progress.exits_seen_until, progress.kmsg) {
             tracing::warn!(%error, "cannot record progress; a restart may report recent exits again");
         }
     }

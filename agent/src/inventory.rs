@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use crate::model::{ContainerInfo, ContainerState, PodInfo};
+use crate::sources::memory::{ContainerMemory, MemoryTarget};
+use crate::sources::procfs::NodeMemory;
 use crate::sources::{ContainerdEvent, SourceEvent};
 
 /// An entry and when it was last updated.
@@ -15,11 +17,13 @@ struct Entry<T> {
     updated: SystemTime,
 }
 
-/// Pods and containers by id.
+/// Pods and containers by id, with their latest memory readings.
 #[derive(Debug, Default)]
 pub struct Inventory {
     pods: HashMap<String, Entry<PodInfo>>,
     containers: HashMap<String, Entry<ContainerInfo>>,
+    memory: HashMap<String, Entry<ContainerMemory>>,
+    node_memory: Option<Entry<NodeMemory>>,
 }
 
 /// Replaces `map` by a listing taken at `taken_at`, keeping entries updated since then: the
@@ -74,8 +78,51 @@ impl Inventory {
                     e.updated = now;
                 }
             }
-            SourceEvent::Containerd(_) => {}
+            SourceEvent::Memory(snapshot) => {
+                for read in &snapshot.containers {
+                    let entry = Entry {
+                        value: read.clone(),
+                        updated: snapshot.at,
+                    };
+                    self.memory.insert(read.container_id.clone(), entry);
+                }
+                if let Some(node) = &snapshot.node {
+                    self.node_memory = Some(Entry {
+                        value: node.clone(),
+                        updated: snapshot.at,
+                    });
+                }
+            }
+            SourceEvent::Containerd(_) | SourceEvent::Kmsg(_) => {}
         }
+        let containers = &self.containers;
+        self.memory.retain(|id, _| containers.contains_key(id));
+    }
+
+    /// A container's latest memory reading, and when it was taken.
+    pub fn memory(&self, container_id: &str) -> Option<(&ContainerMemory, SystemTime)> {
+        self.memory.get(container_id).map(|e| (&e.value, e.updated))
+    }
+
+    /// The node's latest memory reading, and when it was taken.
+    pub fn node_memory(&self) -> Option<(&NodeMemory, SystemTime)> {
+        self.node_memory.as_ref().map(|e| (&e.value, e.updated))
+    }
+
+    /// The running containers, for the memory sampler.
+    pub fn memory_targets(&self) -> Vec<MemoryTarget> {
+        let mut targets: Vec<MemoryTarget> = self
+            .containers
+            .values()
+            .filter(|e| e.value.state == ContainerState::Running)
+            .map(|e| MemoryTarget {
+                container_id: e.value.id.clone(),
+                pid: e.value.pid,
+                cgroups_path: e.value.cgroups_path.clone(),
+            })
+            .collect();
+        targets.sort_by(|a, b| a.container_id.cmp(&b.container_id));
+        targets
     }
 
     /// A container by id.

@@ -5,18 +5,22 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::detect::container_exit::ContainerExitDetector;
+use crate::detect::oom_kill::OomKillDetector;
+use crate::detect::oom_risk::OomRiskDetector;
 use crate::detect::Detector;
 use crate::engine::{Engine, Stopped};
 use crate::export::stdout::StdoutSink;
 use crate::export::{self, Sink};
 use crate::sources::containerd_events::ContainerdEventsSource;
 use crate::sources::cri::{self, CriSource};
+use crate::sources::kmsg::KmsgSource;
+use crate::sources::memory::MemorySampler;
 use crate::state::{StateError, StateStore};
 
 /// Capacity of the sources → engine channel.
@@ -83,24 +87,41 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
         cri_source.run(cri_requests, tx, stop).await;
         Ended::Source("CRI source")
     });
+    let memory_nudge = Arc::new(Notify::new());
     let events_source = ContainerdEventsSource::new(
         config.containerd_address.clone(),
         config.events.clone(),
         cri_handle,
-    );
+    )
+    .with_memory_nudge(Arc::clone(&memory_nudge));
+    let kmsg_source = KmsgSource::new(&config.host_root, config.kmsg.clone(), state.kmsg().cloned());
+    let (tx, stop) = (source_tx.clone(), sources_stop.clone());
+    tasks.spawn(async move {
+        kmsg_source.run(tx, stop).await;
+        Ended::Source("kernel log source")
+    });
+    let (targets_tx, targets_rx) = watch::channel(Arc::from(Vec::new()));
+    let sampler = MemorySampler::new(&config.host_root, config.memory.clone(), targets_rx, memory_nudge);
+    let (tx, stop) = (source_tx.clone(), sources_stop.clone());
+    tasks.spawn(async move {
+        sampler.run(tx, stop).await;
+        Ended::Source("memory sampler")
+    });
     tasks.spawn(async move {
         events_source.run(source_tx, sources_stop).await;
         Ended::Source("containerd event source")
     });
 
-    let detectors: Vec<Box<dyn Detector>> = vec![Box::new(ContainerExitDetector::new(
-        config.exit.clone(),
-        watermark,
-    ))];
+    let detectors: Vec<Box<dyn Detector>> = vec![
+        Box::new(ContainerExitDetector::new(config.exit.clone(), watermark)),
+        Box::new(OomKillDetector::new(config.oom.clone())),
+        Box::new(OomRiskDetector::new(config.oom_risk.clone())),
+    ];
     // An exit finished this long before a listing is surely recorded in it, or was reported
     // from its event after the grace period.
     let margin = config.exit.runtime_grace + Duration::from_secs(1);
-    let engine = Engine::new(node, detectors, state, margin, Arc::clone(&exported));
+    let engine =
+        Engine::new(node, detectors, state, margin, Arc::clone(&exported)).with_memory_targets(targets_tx);
     let stop = shutdown.clone();
     tasks.spawn(async move { Ended::Engine(Box::new(engine.run(source_rx, finding_tx, stop).await)) });
 
@@ -139,7 +160,7 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
         progress: Some(progress),
     }) = stopped.map(|s| *s)
     {
-        if let Err(error) = state.set_exits_seen_until(progress.exits_seen_until) {
+        if let Err(error) = state.record(progress.exits_seen_until, progress.kmsg) {
             tracing::warn!(%error, "cannot record progress at shutdown");
         }
     }

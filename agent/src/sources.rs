@@ -2,8 +2,12 @@
 //! sends [`SourceEvent`]s into one bounded channel that the detection engine drains. A source
 //! never calls a detector or an exporter.
 
+pub mod cgroup;
 pub mod containerd_events;
 pub mod cri;
+pub mod kmsg;
+pub mod memory;
+pub mod procfs;
 
 use std::time::SystemTime;
 
@@ -21,6 +25,10 @@ pub enum SourceEvent {
     CriContainer(Box<ContainerInfo>),
     /// A task or container event from containerd's event stream.
     Containerd(ContainerdEvent),
+    /// What the kernel log said.
+    Kmsg(kmsg::KmsgEvent),
+    /// A round of memory readings: containers' memory cgroups and the node.
+    Memory(Box<memory::MemorySnapshot>),
 }
 
 /// A complete CRI listing.

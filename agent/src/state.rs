@@ -5,6 +5,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sources::kmsg::KmsgPosition;
+
 /// The file name under the state directory.
 pub const STATE_FILE: &str = "state.json";
 
@@ -37,6 +39,9 @@ pub struct State {
     /// Every container exit that finished before this time has been handled (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exits_seen_until: Option<String>,
+    /// Every kernel log record up to this one was handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kmsg: Option<KmsgPosition>,
 }
 
 /// The state file and its current contents.
@@ -74,9 +79,23 @@ impl StateStore {
         humantime::parse_rfc3339(self.state.exits_seen_until.as_deref()?).ok()
     }
 
-    /// Records that every exit finished before `t` was handled, and saves.
-    pub fn set_exits_seen_until(&mut self, t: SystemTime) -> Result<(), StateError> {
-        self.state.exits_seen_until = Some(humantime::format_rfc3339_nanos(t).to_string());
+    /// Where reading the kernel log got to, if an earlier run recorded it.
+    pub fn kmsg(&self) -> Option<&KmsgPosition> {
+        self.state.kmsg.as_ref()
+    }
+
+    /// Records the progress made (either part may be absent), and saves.
+    pub fn record(
+        &mut self,
+        exits_seen_until: Option<SystemTime>,
+        kmsg: Option<KmsgPosition>,
+    ) -> Result<(), StateError> {
+        if let Some(t) = exits_seen_until {
+            self.state.exits_seen_until = Some(humantime::format_rfc3339_nanos(t).to_string());
+        }
+        if kmsg.is_some() {
+            self.state.kmsg = kmsg;
+        }
         self.save()
     }
 
@@ -113,9 +132,18 @@ mod tests {
         let mut store = StateStore::open(dir.path()).expect("open");
         assert_eq!(store.exits_seen_until(), None);
         let t = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
-        store.set_exits_seen_until(t).expect("save");
+        store.record(Some(t), None).expect("save");
         let again = StateStore::open(dir.path()).expect("reopen");
         assert_eq!(again.exits_seen_until(), Some(t));
+
+        let mut store = StateStore::open(dir.path()).expect("reopen");
+        let pos = KmsgPosition {
+            boot_id: "b".into(),
+            seq: 42,
+        };
+        store.record(None, Some(pos.clone())).expect("save");
+        let again = StateStore::open(dir.path()).expect("reopen");
+        assert_eq!((again.exits_seen_until(), again.kmsg()), (Some(t), Some(&pos)));
 
         std::fs::write(dir.path().join(STATE_FILE), b"\x00{garbage").expect("write");
         let fresh = StateStore::open(dir.path()).expect("open corrupt");

@@ -8,9 +8,14 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use super::exit_code::{self, ExitCause};
-use super::finding::fingerprint;
+use super::format::{human_bytes, human_duration};
+use super::oom_evidence::{
+    kill_container_id, kill_evidence, memory_evidence, rss_words, task_oom_evidence, LimitHit,
+};
 use super::{Context, Detector, Evidence, EvidenceSource, Finding, FindingKind, Severity, Subject};
 use crate::model::{or_unknown, ContainerInfo, ContainerState};
+use crate::sources::kmsg::oom::OomKill;
+use crate::sources::kmsg::KmsgEvent;
 use crate::sources::{ContainerdEvent, SourceEvent};
 
 /// Settings of the exit detector (`exit:` in the config file).
@@ -65,6 +70,16 @@ pub struct ContainerExitDetector {
     handled: HashMap<String, SystemTime>,
     /// Containers in whose memory cgroup containerd reported an OOM kill, and when.
     ooms: HashMap<String, SystemTime>,
+    /// The kernel's latest OOM kill in each container's memory cgroup.
+    kills: HashMap<String, KillSeen>,
+}
+
+/// A kernel OOM kill, as the kernel log reported it.
+#[derive(Debug, Clone)]
+struct KillSeen {
+    kill: Box<OomKill>,
+    at: Option<SystemTime>,
+    received: SystemTime,
 }
 
 impl ContainerExitDetector {
@@ -76,6 +91,7 @@ impl ContainerExitDetector {
             pending: HashMap::new(),
             handled: HashMap::new(),
             ooms: HashMap::new(),
+            kills: HashMap::new(),
         }
     }
 
@@ -139,7 +155,24 @@ impl ContainerExitDetector {
         if code == 0 || (sigterm && !self.config.report_sigterm) {
             return None;
         }
-        let mut evidence = Vec::with_capacity(2);
+        let oom_at = self.ooms.get(&c.id).copied();
+        // The kernel's kill of this container's main process: the pid that exited, or the
+        // container's pid; with neither known, any kill in its cgroup.
+        let main_pid = event.map(|e| e.pid).or(c.pid).filter(|p| *p != 0);
+        let kill = self
+            .kills
+            .get(&c.id)
+            .filter(|k| main_pid.is_none_or(|pid| pid == k.kill.pid));
+        // An OOM kill is a SIGKILL: exit code 137. CRI's reason alone also marks containers
+        // whose child was killed and which exited later for another reason.
+        let oom_killed = code == 137 && (c.reason == "OOMKilled" || oom_at.is_some() || kill.is_some());
+        let mut evidence = Vec::with_capacity(5);
+        if let Some(k) = kill.filter(|_| oom_killed) {
+            evidence.push(kill_evidence(&k.kill, k.at));
+        }
+        if let Some(at) = oom_at {
+            evidence.push(task_oom_evidence(at));
+        }
         if let Some(e) = event {
             evidence.push(
                 Evidence::new(
@@ -151,18 +184,9 @@ impl ContainerExitDetector {
                 .with("exit_status", e.exit_status),
             );
         }
-        let oom_at = self.ooms.get(&c.id).copied();
-        if let Some(at) = oom_at {
-            evidence.push(Evidence::new(
-                EvidenceSource::ContainerdEvent,
-                Some(at),
-                "TaskOOM: the kernel's OOM killer acted in the container's memory cgroup",
-            ));
-        }
         if from_cri {
             evidence.push(cri_evidence(c, code));
         }
-        let oom_killed = c.reason == "OOMKilled" || (oom_at.is_some() && code == 137);
         let severity = if sigterm {
             Severity::Info
         } else {
@@ -172,25 +196,38 @@ impl ContainerExitDetector {
             .finished_at
             .or_else(|| event.and_then(|e| e.exited_at))
             .unwrap_or(cx.now);
-        Some(Finding {
-            kind: FindingKind::ContainerExited,
-            severity,
-            subject: Subject::container(cx.node, c),
-            summary: summary(c, &cause, oom_killed),
-            evidence,
-            hint: hint(c, &cause, oom_killed),
-            fingerprint: fingerprint(&[
-                FindingKind::ContainerExited.as_str(),
-                cx.node,
-                &c.pod.namespace,
-                &c.pod.name,
-                if c.name.is_empty() { &c.id } else { &c.name },
-                &code.to_string(),
-            ]),
-            first_seen: at,
-            last_seen: at,
-            count: 1,
-        })
+        if oom_killed {
+            if let Some((m, taken)) = cx.inventory.memory(&c.id) {
+                evidence.push(memory_evidence(
+                    m,
+                    taken,
+                    if taken <= at {
+                        "before the kill"
+                    } else {
+                        "after the kill"
+                    },
+                ));
+            }
+        }
+        let name = if c.name.is_empty() { &c.id } else { &c.name };
+        let code_text = code.to_string();
+        let (kind, identity) = if oom_killed {
+            (
+                FindingKind::OomKilled,
+                vec![cx.node, &c.pod.namespace, &c.pod.name, name],
+            )
+        } else {
+            (
+                FindingKind::ContainerExited,
+                vec![cx.node, &c.pod.namespace, &c.pod.name, name, &code_text],
+            )
+        };
+        let mut f = Finding::new(kind, severity, Subject::container(cx.node, c), at, &identity);
+        let kill = kill.map(|k| &*k.kill);
+        f.summary = summary(c, &cause, oom_killed, kill);
+        f.hint = hint(c, &cause, oom_killed, kill);
+        f.evidence = evidence;
+        Some(f)
     }
 }
 
@@ -233,32 +270,20 @@ fn cri_evidence(c: &ContainerInfo, code: i32) -> Evidence {
     e
 }
 
-fn human_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    match ms {
-        0..=999 => format!("{ms}ms"),
-        1000..=59_999 => format!("{:.1}s", d.as_secs_f64()),
-        _ => humantime::format_duration(Duration::from_secs(d.as_secs())).to_string(),
-    }
-}
-
-/// Bytes in the largest binary unit they reach: `512 KiB`, `32 MiB`, `1.5 GiB`.
-fn human_bytes(bytes: u64) -> String {
-    const KIB: u64 = 1024;
-    const GIB: u64 = KIB * KIB * KIB;
-    match bytes {
-        b if b >= GIB && b % GIB == 0 => format!("{} GiB", b / GIB),
-        b if b >= GIB => format!("{:.1} GiB", b as f64 / GIB as f64),
-        b if b >= KIB * KIB => format!("{} MiB", b / (KIB * KIB)),
-        b if b >= KIB => format!("{} KiB", b / KIB),
-        b => format!("{b} bytes"),
-    }
-}
-
-fn summary(c: &ContainerInfo, cause: &ExitCause, oom_killed: bool) -> String {
+fn summary(c: &ContainerInfo, cause: &ExitCause, oom_killed: bool, kill: Option<&OomKill>) -> String {
     let who = format!("container {} of pod {}", or_unknown(&c.name), c.pod.display());
     let what = match &cause.signal {
-        _ if oom_killed => format!("was OOM-killed (exit code {})", cause.code),
+        _ if oom_killed => match kill {
+            Some(k) => format!(
+                "was OOM-killed (exit code {}): the kernel killed pid {} ({}) holding {} at {}",
+                cause.code,
+                k.pid,
+                k.comm,
+                rss_words(k),
+                LimitHit::of(k).describe()
+            ),
+            None => format!("was OOM-killed (exit code {})", cause.code),
+        },
         // "killed by SIGKILL" needs no gloss; "segmentation fault" does.
         Some(sig) if cause.meaning.starts_with("killed by") => {
             format!("was killed by {} (exit code {})", sig.name, cause.code)
@@ -281,7 +306,7 @@ fn summary(c: &ContainerInfo, cause: &ExitCause, oom_killed: bool) -> String {
     format!("{who} {what}{ran}{attempt}")
 }
 
-fn hint(c: &ContainerInfo, cause: &ExitCause, oom_killed: bool) -> String {
+fn hint(c: &ContainerInfo, cause: &ExitCause, oom_killed: bool, kill: Option<&OomKill>) -> String {
     let logs = format!(
         "kubectl logs -n {} {} -c {} --previous",
         if c.pod.namespace.is_empty() {
@@ -298,6 +323,11 @@ fn hint(c: &ContainerInfo, cause: &ExitCause, oom_killed: bool) -> String {
     );
     let signal = cause.signal.as_ref().map(|s| s.name.as_ref());
     if oom_killed {
+        match kill.map(LimitHit::of) {
+            Some(LimitHit::Node) => return "The node ran out of memory and the kernel chose this container: see the NodeOOM finding; set memory requests close to real use so the node is not overcommitted.".to_owned(),
+            Some(LimitHit::Pod(_)) => return "The pod's memory limit (the sum of its containers' limits) was hit: another container of the pod may hold the memory; raise the limits or reduce the pod's memory use.".to_owned(),
+            _ => {}
+        }
         return format!(
             "The container hit its memory limit{}: raise resources.limits.memory or reduce the process's memory use.",
             c.memory_limit_bytes
@@ -334,6 +364,17 @@ impl Detector for ContainerExitDetector {
             }) if exec_id.is_empty() || exec_id == container_id => {
                 self.on_task_exit(container_id, *pid, *exit_status, *exited_at, cx);
             }
+            SourceEvent::Kmsg(KmsgEvent::OomKill { kill, at }) => {
+                let Some(id) = kill_container_id(kill) else { return };
+                if self.kills.len() < MAX_PENDING || self.kills.contains_key(id) {
+                    let seen = KillSeen {
+                        kill: kill.clone(),
+                        at: *at,
+                        received: cx.now,
+                    };
+                    self.kills.insert(id.to_owned(), seen);
+                }
+            }
             SourceEvent::Containerd(ContainerdEvent::TaskOom { container_id, at })
                 if self.ooms.len() < MAX_PENDING || self.ooms.contains_key(container_id) =>
             {
@@ -358,6 +399,7 @@ impl Detector for ContainerExitDetector {
                     |id: &String, at: &SystemTime| !listed.contains(id.as_str()) && *at < snapshot.taken_at;
                 self.handled.retain(|id, at| !gone(id, at));
                 self.ooms.retain(|id, at| !gone(id, at));
+                self.kills.retain(|id, k| !gone(id, &k.received));
             }
             _ => {}
         }

@@ -1,6 +1,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::detect::format::human_bytes;
 use crate::inventory::Inventory;
 use crate::model::{PodInfo, PodRef, PodState};
 use crate::sources::CriSnapshot;

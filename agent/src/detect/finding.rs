@@ -15,6 +15,21 @@ use crate::model::{or_unknown, ContainerInfo};
 pub enum FindingKind {
     /// A container's main process exited with a non-zero code or was killed by a signal.
     ContainerExited,
+    /// The kernel's OOM killer killed a container's main process (or, with a node subject, a
+    /// process in a memory cgroup that belongs to no known container).
+    #[serde(rename = "OOMKilled")]
+    OomKilled,
+    /// The OOM killer killed a process other than the container's main process, and the
+    /// container kept running. Kubelet never reports this.
+    #[serde(rename = "OOMKilledChild")]
+    OomKilledChild,
+    /// The node ran out of memory and the kernel killed a process to free some.
+    #[serde(rename = "NodeOOM")]
+    NodeOom,
+    /// A container (or the node) has been close to its memory limit, or stalled on memory,
+    /// for a sustained period: an OOM kill is likely.
+    #[serde(rename = "OOMRisk")]
+    OomRisk,
 }
 
 impl FindingKind {
@@ -22,6 +37,10 @@ impl FindingKind {
     pub fn as_str(self) -> &'static str {
         match self {
             FindingKind::ContainerExited => "ContainerExited",
+            FindingKind::OomKilled => "OOMKilled",
+            FindingKind::OomKilledChild => "OOMKilledChild",
+            FindingKind::NodeOom => "NodeOOM",
+            FindingKind::OomRisk => "OOMRisk",
         }
     }
 }
@@ -191,6 +210,36 @@ pub struct Finding {
     pub last_seen: SystemTime,
     /// How many times it has been seen.
     pub count: u64,
+    /// For a condition that holds over time (`OOMRisk`): this finding says it has ended.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resolved: bool,
+}
+
+impl Finding {
+    /// A new finding seen once, at `at`; its fingerprint is made from `identity`.
+    pub fn new(
+        kind: FindingKind,
+        severity: Severity,
+        subject: Subject,
+        at: SystemTime,
+        identity: &[&str],
+    ) -> Self {
+        let mut parts = vec![kind.as_str()];
+        parts.extend_from_slice(identity);
+        Finding {
+            kind,
+            severity,
+            subject,
+            summary: String::new(),
+            evidence: Vec::new(),
+            hint: String::new(),
+            fingerprint: fingerprint(&parts),
+            first_seen: at,
+            last_seen: at,
+            count: 1,
+            resolved: false,
+        }
+    }
 }
 
 /// A fingerprint from the parts that identify a problem: sha256 over them, 16 hex digits.

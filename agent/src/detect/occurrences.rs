@@ -43,7 +43,10 @@ impl Occurrences {
             last: at,
             count: 0,
         });
-        seen.count += 1;
+        // The end of a condition is not another occurrence of it.
+        if !finding.resolved {
+            seen.count += 1;
+        }
         seen.first = seen.first.min(at);
         seen.last = seen.last.max(at);
         finding.first_seen = seen.first;
@@ -91,6 +94,7 @@ mod tests {
             first_seen: at,
             last_seen: at,
             count: 0,
+            resolved: false,
         }
     }
 

@@ -63,10 +63,11 @@ pub fn render_text(f: &Finding) -> String {
         String::new()
     };
     format!(
-        "{} {:<8} {} {}: {}. Hint: {}{}",
+        "{} {:<8} {}{} {}: {}. Hint: {}{}",
         format_time(f.last_seen),
         f.severity.to_string(),
         f.kind.as_str(),
+        if f.resolved { " (resolved)" } else { "" },
         f.subject,
         f.summary,
         f.hint,
@@ -142,6 +143,7 @@ mod tests {
             first_seen: at - Duration::from_secs(60),
             last_seen: at,
             count: 2,
+            resolved: false,
         }
     }
 

@@ -4,6 +4,7 @@
 //! the stream was down is still seen.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use containerd_client::events;
@@ -12,7 +13,7 @@ use containerd_client::services::v1::SubscribeRequest;
 use containerd_client::types::Envelope;
 use prost::Message;
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -138,13 +139,26 @@ pub struct ContainerdEventsSource {
     socket: PathBuf,
     config: EventsConfig,
     cri: CriHandle,
+    /// Asks the memory sampler for a reading now (after an OOM).
+    memory: Option<Arc<Notify>>,
 }
 
 impl ContainerdEventsSource {
     /// A source reading containerd's events on `socket`; `cri` is told to resync on every
     /// (re)subscription and to read a container when one of its tasks starts, exits or OOMs.
     pub fn new(socket: PathBuf, config: EventsConfig, cri: CriHandle) -> Self {
-        ContainerdEventsSource { socket, config, cri }
+        ContainerdEventsSource {
+            socket,
+            config,
+            cri,
+            memory: None,
+        }
+    }
+
+    /// Also asks for a memory reading (through `nudge`) whenever containerd reports an OOM.
+    pub fn with_memory_nudge(mut self, nudge: Arc<Notify>) -> Self {
+        self.memory = Some(nudge);
+        self
     }
 
     /// Runs until `shutdown` or until the engine stops listening.
@@ -236,9 +250,12 @@ impl ContainerdEventsSource {
     /// Asks CRI for the state that the event changed.
     fn nudge_cri(&self, event: &ContainerdEvent) {
         match event {
-            ContainerdEvent::TaskStart { container_id, .. }
-            | ContainerdEvent::TaskOom { container_id, .. } => {
+            ContainerdEvent::TaskStart { container_id, .. } => self.cri.refresh(container_id, false),
+            ContainerdEvent::TaskOom { container_id, .. } => {
                 self.cri.refresh(container_id, false);
+                if let Some(memory) = &self.memory {
+                    memory.notify_one();
+                }
             }
             ContainerdEvent::TaskExit {
                 container_id,

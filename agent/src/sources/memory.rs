@@ -1,0 +1,270 @@
+//! The memory sampler: periodically, and at once when an OOM is announced, reads the memory
+//! cgroup of every running container and the node's memory and memory pressure.
+//!
+//! Which containers run, with their pid and CRI cgroup path, comes from the engine's inventory
+//! through a watch channel. A container's memory cgroup is taken from `/proc/<pid>/cgroup`
+//! when its pid is known, else from the cgroup path CRI reported (cgroupfs and systemd
+//! layouts).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::sources::cgroup::{cgroup_from_cri, CgroupFs, MemoryStats};
+use crate::sources::procfs::{read_node_memory, NodeMemory};
+use crate::sources::SourceEvent;
+
+/// Settings of the memory sampler (`memory:` in the config file).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// How often every running container's memory cgroup is read.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A container to sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryTarget {
+    /// The container.
+    pub container_id: String,
+    /// Its main process, if known.
+    pub pid: Option<u32>,
+    /// The cgroup path CRI reported.
+    pub cgroups_path: Option<String>,
+}
+
+/// One container's memory cgroup, read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerMemory {
+    /// The container.
+    pub container_id: String,
+    /// Its memory cgroup, inside the hierarchy.
+    pub cgroup: String,
+    /// What its files said.
+    pub stats: MemoryStats,
+}
+
+/// One round of readings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemorySnapshot {
+    /// When the round started.
+    pub at: SystemTime,
+    /// Containers whose cgroup could be read.
+    pub containers: Vec<ContainerMemory>,
+    /// The node's memory, unless it could not be read.
+    pub node: Option<NodeMemory>,
+}
+
+/// Counters of what the sampler could not read.
+#[derive(Debug, Default)]
+pub struct MemoryStatsCounters {
+    /// Rounds taken.
+    pub rounds: AtomicU64,
+    /// Container cgroups that could not be found or read (skipped).
+    pub unreadable: AtomicU64,
+}
+
+/// The memory sampler task.
+#[derive(Debug)]
+pub struct MemorySampler {
+    host_root: PathBuf,
+    config: MemoryConfig,
+    targets: watch::Receiver<Arc<[MemoryTarget]>>,
+    nudge: Arc<Notify>,
+    counters: Arc<MemoryStatsCounters>,
+}
+
+impl MemorySampler {
+    /// A sampler reading below `host_root` the containers `targets` names; `nudge` asks for a
+    /// round now.
+    pub fn new(
+        host_root: &Path,
+        config: MemoryConfig,
+        targets: watch::Receiver<Arc<[MemoryTarget]>>,
+        nudge: Arc<Notify>,
+    ) -> Self {
+        MemorySampler {
+            host_root: host_root.to_owned(),
+            config,
+            targets,
+            nudge,
+            counters: Arc::default(),
+        }
+    }
+
+    /// The sampler's counters.
+    pub fn counters(&self) -> Arc<MemoryStatsCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Runs until `stop`.
+    pub async fn run(self, tx: mpsc::Sender<SourceEvent>, stop: CancellationToken) {
+        let cgroups = match CgroupFs::detect(&self.host_root) {
+            Ok(fs) => {
+                tracing::info!(version = ?fs.version(), hierarchy = %fs.hierarchy().display(), "reading memory cgroups");
+                Some(fs)
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot find the memory cgroups; no container memory readings (OOM risk, usage before a kill)");
+                None
+            }
+        };
+        let mut state = Sampling {
+            host_root: self.host_root,
+            cgroups,
+            resolved: HashMap::new(),
+            counters: self.counters,
+        };
+        let mut tick = tokio::time::interval(self.config.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+                () = self.nudge.notified() => {}
+            }
+            let targets = Arc::clone(&self.targets.borrow());
+            let (next, snapshot) = match tokio::task::spawn_blocking(move || {
+                let snapshot = state.sample(&targets);
+                (state, snapshot)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(error) => {
+                    tracing::error!(%error, "memory sampling failed");
+                    return;
+                }
+            };
+            state = next;
+            if tx.send(SourceEvent::Memory(Box::new(snapshot))).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// What the sampler keeps between rounds.
+struct Sampling {
+    host_root: PathBuf,
+    cgroups: Option<CgroupFs>,
+    /// Each container's memory cgroup, once found.
+    resolved: HashMap<String, String>,
+    counters: Arc<MemoryStatsCounters>,
+}
+
+impl Sampling {
+    fn sample(&mut self, targets: &[MemoryTarget]) -> MemorySnapshot {
+        let at = SystemTime::now();
+        self.counters.rounds.fetch_add(1, Ordering::Relaxed);
+        self.resolved
+            .retain(|id, _| targets.iter().any(|t| &t.container_id == id));
+        let mut containers = Vec::with_capacity(targets.len());
+        if let Some(fs) = &self.cgroups {
+            for target in targets {
+                match read_container(fs, &mut self.resolved, target) {
+                    Some(read) => containers.push(read),
+                    None => {
+                        self.counters.unreadable.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        let node = read_node_memory(&self.host_root)
+            .map_err(|error| tracing::debug!(%error, "cannot read node memory"))
+            .ok();
+        MemorySnapshot { at, containers, node }
+    }
+}
+
+/// Finds (once) and reads one container's memory cgroup.
+fn read_container(
+    fs: &CgroupFs,
+    resolved: &mut HashMap<String, String>,
+    target: &MemoryTarget,
+) -> Option<ContainerMemory> {
+    let cgroup = match resolved.get(&target.container_id) {
+        Some(cgroup) => cgroup.clone(),
+        None => {
+            let from_pid = target.pid.and_then(|pid| fs.cgroup_of_pid(pid).ok());
+            // A pid's cgroup that is the root means the process was not in the container's.
+            let from_pid = from_pid.filter(|c| c != "/" && c.contains(target.container_id.as_str()));
+            let cgroup = from_pid.or_else(|| target.cgroups_path.as_deref().and_then(cgroup_from_cri))?;
+            resolved.insert(target.container_id.clone(), cgroup.clone());
+            cgroup
+        }
+    };
+    match fs.read_memory(&cgroup) {
+        Ok(stats) => Some(ContainerMemory {
+            container_id: target.container_id.clone(),
+            cgroup,
+            stats,
+        }),
+        Err(error) => {
+            if error.is_gone() {
+                resolved.remove(&target.container_id);
+            }
+            tracing::debug!(container_id = %target.container_id, %error, "cannot read memory cgroup");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/cgroup")
+            .join(name)
+    }
+
+    #[test]
+    fn samples_fixture_containers_by_cri_path_and_skips_the_missing() {
+        for version in ["v1", "v2"] {
+            let root = fixture(version);
+            let fs = CgroupFs::detect(&root).expect("fixture hierarchy");
+            let mut state = Sampling {
+                host_root: root.clone(),
+                cgroups: Some(fs),
+                resolved: HashMap::new(),
+                counters: Arc::default(),
+            };
+            let listed = std::fs::read_to_string(root.join("cri-cgroups-path")).expect("cri-cgroups-path");
+            let (id, path) = listed.trim().split_once(' ').expect("id and path");
+            let targets = [
+                MemoryTarget {
+                    container_id: id.to_owned(),
+                    pid: None,
+                    cgroups_path: Some(path.to_owned()),
+                },
+                MemoryTarget {
+                    container_id: "gone".into(),
+                    pid: Some(999_999),
+                    cgroups_path: Some("/kubepods/gone".into()),
+                },
+            ];
+            let snapshot = state.sample(&targets);
+            assert_eq!(snapshot.containers.len(), 1, "{version}");
+            assert_eq!(snapshot.containers[0].container_id, id);
+            assert!(snapshot.containers[0].stats.usage_bytes > 0);
+            assert_eq!(state.counters.unreadable.load(Ordering::Relaxed), 1);
+        }
+    }
+}
