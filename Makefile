@@ -47,8 +47,9 @@ demo: deps
 	$(CARGO) build --locked -p podmortem -p podmortem-e2e --bins
 	$(CARGO) run --locked -q -p podmortem-e2e --bin demo
 
-## bench: exit-to-finding latency and footprint with 50 running containers (release build)
+## bench: kmsg parse throughput; exit- and OOM-kill-to-finding latency and footprint with 50 running containers (release build)
 bench: deps
+	$(CARGO) bench --locked -p podmortem --bench kmsg
 	$(CARGO) build --locked --release -p podmortem -p podmortem-e2e --bins
 	PODMORTEM_BIN=target/release/podmortem ./target/release/bench
 

@@ -98,6 +98,43 @@ async fn bench() -> Result<()> {
         latencies.last().copied().unwrap_or(f64::NAN)
     );
 
+    // OOM kills: from the kernel's kill (its kernel log timestamp) to the finding.
+    let oom_kills = env_usize("BENCH_OOM_KILLS", 10);
+    let pod = bed.cri.run_pod(&PodSpec::new("bench", "ooms")).await?;
+    let mut kill_latencies = Vec::with_capacity(oom_kills);
+    for attempt in 0..oom_kills {
+        let spec = ContainerSpec {
+            attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+            memory_limit: Some(32 << 20),
+            ..ContainerSpec::shell("app", "x=a; while :; do x=$x$x; done")
+        };
+        let id = bed.cri.run_container(&pod, &spec).await?;
+        let got = agent
+            .wait_for("bench OOM kill", Duration::from_secs(30), |f| {
+                field(f, "/subject/container_id") == id && field(f, "/kind") == "OOMKilled"
+            })
+            .await?;
+        let killed = podmortem_e2e::agent::evidence(&got.finding, "kmsg")
+            .and_then(|e| e.get("at"))
+            .and_then(|t| t.as_str())
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .ok_or_else(|| err("OOMKilled without kernel log evidence"))?;
+        let ms = got
+            .at
+            .duration_since(killed)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        kill_latencies.push(ms);
+    }
+    bed.cri.remove_pod(&pod).await?;
+    kill_latencies.sort_by(f64::total_cmp);
+    println!(
+        "OOM kill (kernel log time) -> finding over {} kills: median {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        kill_latencies.len(),
+        percentile(&kill_latencies, 0.5),
+        percentile(&kill_latencies, 0.9),
+        kill_latencies.last().copied().unwrap_or(f64::NAN)
+    );
+
     // Footprint while watching running containers.
     let pid = agent.pid().ok_or_else(|| err("agent exited"))?;
     let mut pods = Vec::with_capacity(containers);

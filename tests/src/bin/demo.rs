@@ -104,6 +104,15 @@ async fn demo() -> Result<()> {
     };
     run_and_wait(&bed, &report, spec).await?;
 
+    say("payments/gunicorn: a worker process grows past the 32 MiB limit and is OOM-killed; the master keeps running");
+    let gunicorn = bed.cri.run_pod(&PodSpec::new("payments", "gunicorn-0")).await?;
+    let spec = ContainerSpec {
+        memory_limit: Some(32 * 1024 * 1024),
+        ..ContainerSpec::shell("gunicorn", "sh -c 'x=a; while :; do x=$x$x; done'; sleep 3600")
+    };
+    bed.cri.run_container(&gunicorn, &spec).await?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
     say("payments/worker crashes on a bad memory access");
     let worker = bed.cri.run_pod(&PodSpec::new("payments", "worker-0")).await?;
     run_and_wait(&bed, &worker, ContainerSpec::shell("worker", "kill -SEGV $$")).await?;
