@@ -1,7 +1,9 @@
 //! The engine: drains the sources' channel in order, keeps the inventory current, runs every
 //! detector on every event and on a periodic tick, counts repeats and hands findings to the
 //! exporters' channel. It also records, in the state file, the time up to which every exit has
-//! been reported, once the exporters confirm they have written what came before it.
+//! been reported and the kernel log position up to which every record has been handled, once
+//! the exporters confirm they have written what came before them; and it publishes the running
+//! containers to the memory sampler.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -95,8 +95,16 @@ impl Inventory {
             }
             SourceEvent::Containerd(_) | SourceEvent::Kmsg(_) => {}
         }
-        let containers = &self.containers;
-        self.memory.retain(|id, _| containers.contains_key(id));
+        // Readings of containers that are gone go with them.
+        if matches!(
+            event,
+            SourceEvent::CriSnapshot(_)
+                | SourceEvent::Memory(_)
+                | SourceEvent::Containerd(ContainerdEvent::ContainerDelete { .. })
+        ) {
+            let containers = &self.containers;
+            self.memory.retain(|id, _| containers.contains_key(id));
+        }
     }
 
     /// A container's latest memory reading, and when it was taken.

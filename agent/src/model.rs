@@ -178,6 +178,16 @@ impl ContainerInfo {
         }
     }
 
+    /// The container's name, or its id when the name is unknown: what identifies it across
+    /// restarts in fingerprints.
+    pub fn identity_name(&self) -> &str {
+        if self.name.is_empty() {
+            &self.id
+        } else {
+            &self.name
+        }
+    }
+
     /// How long the main process ran, if it has started and exited. A process that exits at
     /// once can be recorded as finished before it was recorded as started: that is zero.
     pub fn ran_for(&self) -> Option<std::time::Duration> {

@@ -209,7 +209,7 @@ impl ContainerExitDetector {
                 ));
             }
         }
-        let name = if c.name.is_empty() { &c.id } else { &c.name };
+        let name = c.identity_name();
         let code_text = code.to_string();
         let (kind, identity) = if oom_killed {
             (

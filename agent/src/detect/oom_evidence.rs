@@ -8,6 +8,7 @@ use super::{Evidence, EvidenceSource};
 use crate::inventory::container_id_from_cgroup;
 use crate::sources::kmsg::oom::{OomKill, OomScope};
 use crate::sources::memory::ContainerMemory;
+use crate::sources::procfs::NodeMemory;
 
 /// Whose memory limit an OOM kill enforced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +194,29 @@ pub fn memory_evidence(m: &ContainerMemory, taken: SystemTime, when: &str) -> Ev
     }
     if let Some(p) = &s.pressure {
         e = e.with("memory_pressure_some_avg10", p.some.avg10);
+    }
+    e
+}
+
+/// What the node's memory reading said, `when` relative to the event (`"now"`).
+pub fn node_memory_evidence(n: &NodeMemory, taken: SystemTime, when: &str) -> Evidence {
+    let mut e = Evidence::new(
+        EvidenceSource::Procfs,
+        Some(taken),
+        format!(
+            "node memory {when}: {} available of {}",
+            human_bytes(n.available_bytes),
+            human_bytes(n.total_bytes)
+        ),
+    )
+    .with("mem_total_bytes", n.total_bytes)
+    .with("mem_available_bytes", n.available_bytes)
+    .with("swap_free_bytes", n.swap_free_bytes);
+    if let Some(p) = &n.pressure {
+        e = e.with("memory_pressure_some_avg10", p.some.avg10);
+        if let Some(full) = &p.full {
+            e = e.with("memory_pressure_full_avg10", full.avg10);
+        }
     }
     e
 }

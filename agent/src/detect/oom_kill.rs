@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::format::human_bytes;
 use super::oom_evidence::{
-    kill_container_id, kill_evidence, memory_evidence, pod_uid_from_cgroup, rss_words, task_oom_evidence,
-    LimitHit,
+    kill_container_id, kill_evidence, memory_evidence, node_memory_evidence, pod_uid_from_cgroup, rss_words,
+    task_oom_evidence, LimitHit,
 };
 use super::{Context, Detector, Evidence, EvidenceSource, Finding, FindingKind, Severity, Subject};
 use crate::model::{or_unknown, ContainerInfo, ContainerState};
@@ -172,13 +172,12 @@ impl OomKillDetector {
 fn child_kill(c: &ContainerInfo, p: &PendingKill, cx: &Context<'_>) -> Finding {
     let k = &p.kill;
     let at = p.at.unwrap_or(p.received);
-    let name = if c.name.is_empty() { &c.id } else { &c.name };
     let mut f = Finding::new(
         FindingKind::OomKilledChild,
         Severity::Warning,
         Subject::container(cx.node, c),
         at,
-        &[cx.node, &c.pod.namespace, &c.pod.name, name, &k.comm],
+        &[cx.node, &c.pod.namespace, &c.pod.name, c.identity_name(), &k.comm],
     );
     f.summary = format!(
         "a process of container {} in pod {} was OOM-killed and the container kept running: the kernel killed pid {} ({}) holding {} at {}",
@@ -216,13 +215,12 @@ fn child_kill(c: &ContainerInfo, p: &PendingKill, cx: &Context<'_>) -> Finding {
 
 /// A `TaskOOM` for a container that kept running, with no kernel log to name the victim.
 fn child_without_kernel_log(c: &ContainerInfo, at: SystemTime, cx: &Context<'_>) -> Finding {
-    let name = if c.name.is_empty() { &c.id } else { &c.name };
     let mut f = Finding::new(
         FindingKind::OomKilledChild,
         Severity::Warning,
         Subject::container(cx.node, c),
         at,
-        &[cx.node, &c.pod.namespace, &c.pod.name, name, "?"],
+        &[cx.node, &c.pod.namespace, &c.pod.name, c.identity_name(), "?"],
     );
     f.summary = format!(
         "the OOM killer acted in container {} of pod {} and the container kept running (the kernel log was not read, so the victim is unknown)",
@@ -331,25 +329,8 @@ fn node_oom(k: &OomKill, at: Option<SystemTime>, cx: &Context<'_>) -> Finding {
         );
     }
     if let Some((m, taken)) = cx.inventory.node_memory() {
-        let mut e = Evidence::new(
-            EvidenceSource::Procfs,
-            Some(taken),
-            format!(
-                "node memory at the last reading: {} available of {}",
-                human_bytes(m.available_bytes),
-                human_bytes(m.total_bytes)
-            ),
-        )
-        .with("mem_total_bytes", m.total_bytes)
-        .with("mem_available_bytes", m.available_bytes)
-        .with("swap_free_bytes", m.swap_free_bytes);
-        if let Some(p) = &m.pressure {
-            e = e.with("memory_pressure_some_avg10", p.some.avg10);
-            if let Some(full) = &p.full {
-                e = e.with("memory_pressure_full_avg10", full.avg10);
-            }
-        }
-        f.evidence.push(e);
+        f.evidence
+            .push(node_memory_evidence(m, taken, "at the last reading"));
     }
     f
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::format::{human_bytes, human_duration};
-use super::oom_evidence::memory_evidence;
-use super::{Context, Detector, Evidence, EvidenceSource, Finding, FindingKind, Severity, Subject};
+use super::oom_evidence::{memory_evidence, node_memory_evidence};
+use super::{Context, Detector, Finding, FindingKind, Severity, Subject};
 use crate::model::or_unknown;
 use crate::sources::memory::{ContainerMemory, MemorySnapshot};
 use crate::sources::procfs::NodeMemory;
@@ -147,18 +147,13 @@ impl OomRiskDetector {
                 continue;
             };
             let risk = self.container_risk(m, m.stats.limit_bytes.or(c.memory_limit_bytes));
-            let name = if c.name.is_empty() {
-                c.id.clone()
-            } else {
-                c.name.clone()
-            };
             let finding = self.track(&m.container_id, risk, snap.at, |why, held, resolved| {
                 let mut f = Finding::new(
                     FindingKind::OomRisk,
                     if resolved { Severity::Info } else { Severity::Warning },
                     Subject::container(cx.node, c),
                     snap.at,
-                    &[cx.node, &c.pod.namespace, &c.pod.name, &name],
+                    &[cx.node, &c.pod.namespace, &c.pod.name, c.identity_name()],
                 );
                 f.resolved = resolved;
                 let who = format!("container {} of pod {}", or_unknown(&c.name), c.pod.display());
@@ -197,24 +192,7 @@ impl OomRiskDetector {
                     format!("the node is short of memory: {why}, for {}", human_duration(held))
                 };
                 f.hint = "The kernel will soon kill processes node-wide, or kubelet will evict pods: set memory requests close to real use, reserve memory for the system, or move workloads off this node.".to_owned();
-                let mut e = Evidence::new(
-                    EvidenceSource::Procfs,
-                    Some(snap.at),
-                    format!(
-                        "/proc/meminfo: {} available of {}",
-                        human_bytes(n.available_bytes),
-                        human_bytes(n.total_bytes)
-                    ),
-                )
-                .with("mem_total_bytes", n.total_bytes)
-                .with("mem_available_bytes", n.available_bytes);
-                if let Some(p) = &n.pressure {
-                    e = e.with("memory_pressure_some_avg10", p.some.avg10);
-                    if let Some(full) = &p.full {
-                        e = e.with("memory_pressure_full_avg10", full.avg10);
-                    }
-                }
-                f.evidence.push(e);
+                f.evidence.push(node_memory_evidence(n, snap.at, "now"));
                 f
             });
             out.extend(finding);

@@ -6,7 +6,7 @@
 //! when its pid is known, else from the cgroup path CRI reported (cgroupfs and systemd
 //! layouts).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -172,8 +172,8 @@ impl Sampling {
     fn sample(&mut self, targets: &[MemoryTarget]) -> MemorySnapshot {
         let at = SystemTime::now();
         self.counters.rounds.fetch_add(1, Ordering::Relaxed);
-        self.resolved
-            .retain(|id, _| targets.iter().any(|t| &t.container_id == id));
+        let running: HashSet<&str> = targets.iter().map(|t| t.container_id.as_str()).collect();
+        self.resolved.retain(|id, _| running.contains(id.as_str()));
         let mut containers = Vec::with_capacity(targets.len());
         if let Some(fs) = &self.cgroups {
             for target in targets {
