@@ -26,6 +26,25 @@ pub enum Command {
     Run(RunArgs),
     /// Check a config file and print the configuration that would be used.
     CheckConfig(ConfigArgs),
+    /// Check the host for the programs, kernel modules, daemons and files that pods on it
+    /// need (storage add-ons: Longhorn, OpenEBS, NFS, iSCSI, Ceph, ...) and print a report.
+    /// Exit code 0 when nothing is missing, 1 when something is.
+    Check(CheckArgs),
+}
+
+/// Arguments of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The configuration (its `host_deps` section, `host_root` and `containerd_address`).
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Check this rule of the catalogue (repeatable), e.g. `--rule longhorn`. Default: the
+    /// rules that apply to the pods on this node, and `always` rules.
+    #[arg(long = "rule", value_name = "NAME")]
+    pub rules: Vec<String>,
+    /// Check every dependency in the catalogue.
+    #[arg(long, conflicts_with = "rules")]
+    pub all: bool,
 }
 
 /// Arguments of `run`.
@@ -121,6 +140,32 @@ pub fn main() -> ExitCode {
             },
             Err(error) => fail(2, &error.to_string()),
         },
+        Command::Check(args) => {
+            let config = match args.config.config() {
+                Ok(config) => config,
+                Err(error) => return fail(2, &error.to_string()),
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(error) => return fail(1, &format!("cannot start the async runtime: {error}")),
+            };
+            let node = node_name(&config).unwrap_or_else(|| "this node".to_owned());
+            let selection = crate::check::Selection {
+                rules: args.rules,
+                all: args.all,
+            };
+            match runtime.block_on(crate::check::run(&config, &node, &selection)) {
+                Ok(outcome) => {
+                    print!("{}", outcome.text);
+                    if outcome.missing == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(error) => fail(2, &error.to_string()),
+            }
+        }
         Command::Run(args) => {
             let config = match args.config.config() {
                 Ok(config) => config,

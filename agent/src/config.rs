@@ -33,6 +33,22 @@
 //!   node_pressure_percent: 10
 //!   node_available_percent: 5
 //!   sustained: 1m
+//! host_deps:
+//!   enabled: true
+//!   interval: 1m
+//!   path: [/usr/local/sbin, /usr/local/bin, /usr/sbin, /usr/bin, /sbin, /bin]
+//!   catalogue: extend          # extend the shipped catalogue, or replace it
+//!   dependencies:
+//!     - name: drbdadm
+//!       binary: drbdadm
+//!       why: manages DRBD replicated volumes
+//!       packages: { debian: drbd-utils, rhel: drbd-utils }
+//!   rules:
+//!     - name: linstor
+//!       needs: [drbdadm]
+//!       match:
+//!         csi_drivers: [linstor.csi.linbit.com]
+//!         namespaces: [piraeus-datastore]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -46,6 +62,7 @@ use crate::detect::oom_risk::RiskConfig;
 use crate::export::stdout::OutputFormat;
 use crate::sources::containerd_events::EventsConfig;
 use crate::sources::cri::CriConfig;
+use crate::sources::host_deps::HostDepsConfig;
 use crate::sources::kmsg::KmsgConfig;
 use crate::sources::memory::MemoryConfig;
 
@@ -79,6 +96,8 @@ pub struct Config {
     pub oom: OomConfig,
     /// The OOM risk detector.
     pub oom_risk: RiskConfig,
+    /// The host dependency check and its catalogue.
+    pub host_deps: HostDepsConfig,
 }
 
 impl Default for Config {
@@ -96,6 +115,7 @@ impl Default for Config {
             memory: MemoryConfig::default(),
             oom: OomConfig::default(),
             oom_risk: RiskConfig::default(),
+            host_deps: HostDepsConfig::default(),
         }
     }
 }
@@ -236,6 +256,17 @@ impl Config {
         if self.node_name.as_deref() == Some("") {
             return Err(invalid("node_name", "must not be empty"));
         }
+        at_least(
+            "host_deps.interval",
+            self.host_deps.interval,
+            Duration::from_secs(1),
+        )?;
+        if self.host_deps.path.iter().any(|d| !d.starts_with('/')) {
+            return Err(invalid("host_deps.path", "every directory must be absolute"));
+        }
+        if let Err(error) = self.host_deps.build_catalogue() {
+            return Err(invalid("host_deps", &error.to_string()));
+        }
         Ok(())
     }
 }
@@ -313,6 +344,22 @@ mod tests {
     }
 
     #[test]
+    fn a_catalogue_typo_names_the_rule_and_the_dependency() {
+        let err = parse("host_deps:\n  rules:\n    - name: mine\n      needs: [iscsiadmm]\n")
+            .expect_err("typo")
+            .to_string();
+        assert!(
+            err.starts_with("/etc/podmortem.yaml: key `host_deps`: rule `mine` needs `iscsiadmm`"),
+            "{err}"
+        );
+        let err = parse("host_deps:\n  dependencies:\n    - name: x\n      bianry: y\n")
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.starts_with("/etc/podmortem.yaml:4:"), "{err}");
+        assert!(err.contains("bianry"), "{err}");
+    }
+
+    #[test]
     fn the_documented_example_parses() {
         let doc = include_str!("config.rs");
         let example: String = doc
@@ -330,5 +377,7 @@ mod tests {
         let c = parse(&example).expect("documented example");
         assert_eq!(c.node_name.as_deref(), Some("worker-1"));
         assert_eq!(c.output, OutputFormat::Json);
+        let catalogue = c.host_deps.build_catalogue().expect("catalogue");
+        assert!(catalogue.rule("linstor").is_some() && catalogue.rule("longhorn").is_some());
     }
 }

@@ -3,9 +3,11 @@
 //! with the current [`Inventory`].
 
 pub mod container_exit;
+pub mod exec_attribution;
 pub mod exit_code;
 pub mod finding;
 pub mod format;
+pub mod missing_host_dep;
 pub mod occurrences;
 pub mod oom_evidence;
 pub mod oom_kill;

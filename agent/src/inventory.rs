@@ -93,7 +93,7 @@ impl Inventory {
                     });
                 }
             }
-            SourceEvent::Containerd(_) | SourceEvent::Kmsg(_) => {}
+            SourceEvent::Containerd(_) | SourceEvent::Kmsg(_) | SourceEvent::HostDeps(_) => {}
         }
         // Readings of containers that are gone go with them.
         if matches!(
@@ -151,6 +151,11 @@ impl Inventory {
     /// All containers.
     pub fn containers(&self) -> impl Iterator<Item = &ContainerInfo> {
         self.containers.values().map(|e| &e.value)
+    }
+
+    /// Every known pod sandbox.
+    pub fn pods(&self) -> impl Iterator<Item = &PodInfo> {
+        self.pods.values().map(|e| &e.value)
     }
 
     /// How many pods and containers are known.

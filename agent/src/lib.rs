@@ -3,6 +3,8 @@
 //! [`detect`]ors) → [`export`].
 
 pub mod backoff;
+pub mod catalogue;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod detect;

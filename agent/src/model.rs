@@ -3,9 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
+
+use crate::sources::host::ProgramLookup;
+use crate::sources::logs::exec_failure::ExecFailure;
 
 /// Kubelet's label naming the pod a container or sandbox belongs to.
 pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
@@ -144,6 +148,13 @@ pub struct ContainerInfo {
     pub pid: Option<u32>,
     /// The cgroup path the runtime placed the container in (as given to the OCI runtime).
     pub cgroups_path: Option<String>,
+    /// The snapshot holding the container's root filesystem.
+    pub rootfs: Option<SnapshotRef>,
+    /// The `PATH` the container's process was started with.
+    pub path_env: Option<String>,
+    /// What was read from the node after the container exited abnormally: its last log lines
+    /// and, when they name a program that could not be executed, where that program is.
+    pub post_mortem: Option<Arc<PostMortem>>,
     /// Labels (kubelet's included).
     pub labels: BTreeMap<String, String>,
     /// Annotations.
@@ -173,6 +184,9 @@ impl ContainerInfo {
             memory_limit_bytes: None,
             pid: None,
             cgroups_path: None,
+            rootfs: None,
+            path_env: None,
+            post_mortem: None,
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
         }
@@ -205,4 +219,37 @@ pub struct MountInfo {
     pub host_path: String,
     /// Whether it is mounted read-only.
     pub readonly: bool,
+}
+
+/// A container's root filesystem snapshot in containerd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRef {
+    /// The snapshotter (`overlayfs`, `native`, ...).
+    pub snapshotter: String,
+    /// The snapshot's key.
+    pub key: String,
+}
+
+/// Where a program was looked for, and what was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The lookup ran.
+    Done(ProgramLookup),
+    /// It could not run (the filesystem could not be read, the snapshot is gone); why.
+    Unknown(String),
+}
+
+/// What podmortem read on the node about an abnormal exit, right after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostMortem {
+    /// The attempt's last log lines, oldest first (a few, for evidence).
+    pub log_tail: Vec<String>,
+    /// Why the log could not be read, if it could not.
+    pub log_error: Option<String>,
+    /// A program that could not be executed, as the log or the runtime's message said.
+    pub exec_failure: Option<ExecFailure>,
+    /// Whether that program is on the host.
+    pub on_host: Option<Lookup>,
+    /// Whether that program is in the container's image.
+    pub in_image: Option<Lookup>,
 }

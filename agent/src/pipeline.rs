@@ -9,8 +9,10 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::catalogue::CatalogueError;
 use crate::config::Config;
 use crate::detect::container_exit::ContainerExitDetector;
+use crate::detect::missing_host_dep::MissingHostDepDetector;
 use crate::detect::oom_kill::OomKillDetector;
 use crate::detect::oom_risk::OomRiskDetector;
 use crate::detect::Detector;
@@ -18,8 +20,12 @@ use crate::engine::{Engine, Stopped};
 use crate::export::stdout::StdoutSink;
 use crate::export::{self, Sink};
 use crate::sources::containerd_events::ContainerdEventsSource;
+use crate::sources::cri::post_mortem::PostMortemContext;
 use crate::sources::cri::{self, CriSource};
+use crate::sources::host::HostView;
+use crate::sources::host_deps::HostDepsSource;
 use crate::sources::kmsg::KmsgSource;
+use crate::sources::logs::TailConfig;
 use crate::sources::memory::MemorySampler;
 use crate::state::{StateError, StateStore};
 
@@ -36,6 +42,9 @@ pub enum RunError {
     /// The state directory is unusable.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The host dependency catalogue is invalid.
+    #[error("host_deps: {0}")]
+    Catalogue(#[from] CatalogueError),
     /// A part of the agent stopped (or panicked) while it should have kept running.
     #[error("the {0} stopped unexpectedly")]
     TaskStopped(&'static str),
@@ -81,7 +90,16 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
     let mut tasks = JoinSet::new();
 
     let sources_stop = shutdown.child_token();
-    let cri_source = CriSource::new(config.containerd_address.clone(), config.cri.clone());
+    let catalogue = Arc::new(config.host_deps.build_catalogue()?);
+    let host = HostView::new(&config.host_root);
+    let post_mortem = PostMortemContext {
+        host: host.clone(),
+        host_path: config.host_deps.path.clone(),
+        tail: TailConfig::default(),
+        since: watermark.min(now.checked_sub(config.exit.first_start_lookback).unwrap_or(now)),
+    };
+    let cri_source =
+        CriSource::new(config.containerd_address.clone(), config.cri.clone()).with_post_mortem(post_mortem);
     let (tx, stop) = (source_tx.clone(), sources_stop.clone());
     tasks.spawn(async move {
         cri_source.run(cri_requests, tx, stop).await;
@@ -107,13 +125,22 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
         sampler.run(tx, stop).await;
         Ended::Source("memory sampler")
     });
+    let host_deps = HostDepsSource::new(host, config.host_deps.clone(), Arc::clone(&catalogue));
+    let (tx, stop) = (source_tx.clone(), sources_stop.clone());
+    tasks.spawn(async move {
+        host_deps.run(tx, stop).await;
+        Ended::Source("host dependency check")
+    });
     tasks.spawn(async move {
         events_source.run(source_tx, sources_stop).await;
         Ended::Source("containerd event source")
     });
 
     let detectors: Vec<Box<dyn Detector>> = vec![
-        Box::new(ContainerExitDetector::new(config.exit.clone(), watermark)),
+        Box::new(
+            ContainerExitDetector::new(config.exit.clone(), watermark).with_catalogue(Arc::clone(&catalogue)),
+        ),
+        Box::new(MissingHostDepDetector::new(catalogue)),
         Box::new(OomKillDetector::new(config.oom.clone())),
         Box::new(OomRiskDetector::new(config.oom_risk.clone())),
     ];

@@ -5,7 +5,10 @@
 pub mod cgroup;
 pub mod containerd_events;
 pub mod cri;
+pub mod host;
+pub mod host_deps;
 pub mod kmsg;
+pub mod logs;
 pub mod memory;
 pub mod procfs;
 
@@ -29,6 +32,8 @@ pub enum SourceEvent {
     Kmsg(kmsg::KmsgEvent),
     /// A round of memory readings: containers' memory cgroups and the node.
     Memory(Box<memory::MemorySnapshot>),
+    /// A round of host dependency checks.
+    HostDeps(std::sync::Arc<host_deps::HostReport>),
 }
 
 /// A complete CRI listing.

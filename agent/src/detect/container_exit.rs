@@ -3,16 +3,19 @@
 //! the same exit into one finding, and reports each exit once.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+use super::exec_attribution::{attribute, log_evidence, Attribution};
 use super::exit_code::{self, ExitCause};
 use super::format::{human_bytes, human_duration};
 use super::oom_evidence::{
     kill_container_id, kill_evidence, memory_evidence, rss_words, task_oom_evidence, LimitHit,
 };
 use super::{Context, Detector, Evidence, EvidenceSource, Finding, FindingKind, Severity, Subject};
+use crate::catalogue::Catalogue;
 use crate::model::{or_unknown, ContainerInfo, ContainerState};
 use crate::sources::kmsg::oom::OomKill;
 use crate::sources::kmsg::KmsgEvent;
@@ -72,6 +75,10 @@ pub struct ContainerExitDetector {
     ooms: HashMap<String, SystemTime>,
     /// The kernel's latest OOM kill in each container's memory cgroup.
     kills: HashMap<String, KillSeen>,
+    /// The host dependency catalogue, to name the package of a program the host lacks.
+    catalogue: Arc<Catalogue>,
+    /// The host's distribution family, from the latest host check.
+    family: Option<&'static str>,
 }
 
 /// A kernel OOM kill, as the kernel log reported it.
@@ -92,7 +99,15 @@ impl ContainerExitDetector {
             handled: HashMap::new(),
             ooms: HashMap::new(),
             kills: HashMap::new(),
+            catalogue: Arc::new(Catalogue::empty()),
+            family: None,
         }
+    }
+
+    /// Names packages from `catalogue` when a container fails for a program the host lacks.
+    pub fn with_catalogue(mut self, catalogue: Arc<Catalogue>) -> Self {
+        self.catalogue = catalogue;
+        self
     }
 
     fn on_task_exit(
@@ -187,6 +202,19 @@ impl ContainerExitDetector {
         if from_cri {
             evidence.push(cri_evidence(c, code));
         }
+        let attribution = match &c.post_mortem {
+            Some(pm) if !oom_killed => {
+                let attribution = attribute(c, pm, &self.catalogue, self.family);
+                if attribution.is_none() {
+                    evidence.extend(log_evidence(c, pm));
+                }
+                attribution
+            }
+            _ => None,
+        };
+        if let Some(a) = &attribution {
+            evidence.extend(a.evidence.iter().cloned());
+        }
         let severity = if sigterm {
             Severity::Info
         } else {
@@ -216,6 +244,13 @@ impl ContainerExitDetector {
                 FindingKind::OomKilled,
                 vec![cx.node, &c.pod.namespace, &c.pod.name, name],
             )
+        } else if let Some(Attribution {
+            kind: Some(kind),
+            program,
+            ..
+        }) = &attribution
+        {
+            (*kind, vec![cx.node, &c.pod.namespace, &c.pod.name, name, program])
         } else {
             (
                 FindingKind::ContainerExited,
@@ -226,6 +261,12 @@ impl ContainerExitDetector {
         let kill = kill.map(|k| &*k.kill);
         f.summary = summary(c, &cause, oom_killed, kill);
         f.hint = hint(c, &cause, oom_killed, kill);
+        if let Some(a) = attribution.filter(|a| !a.what.is_empty()) {
+            f.summary = format!("{}: {}", f.summary, a.what);
+            if let Some(hint) = a.hint {
+                f.hint = hint;
+            }
+        }
         f.evidence = evidence;
         Some(f)
     }
@@ -385,6 +426,7 @@ impl Detector for ContainerExitDetector {
                 self.pending.remove(&pod.id);
             }
             SourceEvent::CriContainer(c) => self.on_container(c, cx, out),
+            SourceEvent::HostDeps(report) => self.family = report.family,
             SourceEvent::CriSnapshot(snapshot) => {
                 for c in &snapshot.containers {
                     self.on_container(c, cx, out);

@@ -387,3 +387,63 @@ fn bytes_read_as_people_write_them() {
     assert_eq!(human_bytes(1536 * 1024 * 1024), "1.5 GiB");
     assert_eq!(human_bytes(100), "100 bytes");
 }
+
+#[test]
+fn a_program_missing_in_the_image_is_command_not_found_instead_of_an_exit() {
+    use crate::catalogue::{CatalogueEntries, CatalogueMode};
+    use crate::model::{Lookup, PostMortem};
+    use crate::sources::host::ProgramLookup;
+    use crate::sources::logs::exec_failure::parse_line;
+
+    let catalogue = Catalogue::build(CatalogueMode::Extend, &CatalogueEntries::default()).expect("catalogue");
+    let mut h = Harness::new(t(0));
+    h.det = ContainerExitDetector::new(ExitConfig::default(), t(0)).with_catalogue(Arc::new(catalogue));
+    let mut c = exited("c1", 127, "Error", 50);
+    let missing = || {
+        Some(Lookup::Done(ProgramLookup::Missing {
+            searched: vec!["/bin/iscsiadm".into()],
+        }))
+    };
+    c.post_mortem = Some(Arc::new(PostMortem {
+        log_tail: vec!["sh: iscsiadm: not found".into()],
+        exec_failure: parse_line("sh: iscsiadm: not found"),
+        on_host: missing(),
+        in_image: missing(),
+        log_error: None,
+    }));
+    let out = h.feed(SourceEvent::CriContainer(Box::new(c.clone())));
+    assert_eq!(out.len(), 1);
+    let f = &out[0];
+    assert_eq!(f.kind, FindingKind::CommandNotFound);
+    assert_eq!(
+        f.summary,
+        "container app of pod shop/web-0 exited with code 127 (command not found) after running 5.0s, restart 2: \
+         it ran iscsiadm, which is not in its image: `sh: iscsiadm: not found`"
+    );
+    assert!(f.hint.starts_with("Fix the pod's command/args or the image"));
+    assert!(f.evidence.iter().any(|e| e.source == EvidenceSource::Log));
+    assert!(f.evidence.iter().any(|e| e.source == EvidenceSource::Cri));
+
+    // The next attempt of the same container fails the same way: one fingerprint, counted up by
+    // the engine.
+    let mut again = c;
+    again.id = "c2".into();
+    again.attempt = 3;
+    let next = h.feed(SourceEvent::CriContainer(Box::new(again)));
+    assert_eq!(next[0].fingerprint, f.fingerprint);
+
+    // An exit whose log names no program keeps its kind and gains the log's last lines.
+    let mut other = exited("c3", 1, "Error", 60);
+    other.post_mortem = Some(Arc::new(PostMortem {
+        log_tail: vec!["connecting to db".into(), "fatal: connection refused".into()],
+        ..PostMortem::default()
+    }));
+    let out = h.feed(SourceEvent::CriContainer(Box::new(other)));
+    assert_eq!(out[0].kind, FindingKind::ContainerExited);
+    let log = out[0]
+        .evidence
+        .iter()
+        .find(|e| e.source == EvidenceSource::Log)
+        .expect("log evidence");
+    assert_eq!(log.message, "last log line: fatal: connection refused");
+}

@@ -30,6 +30,13 @@ pub enum FindingKind {
     /// for a sustained period: an OOM kill is likely.
     #[serde(rename = "OOMRisk")]
     OomRisk,
+    /// The node lacks a program, kernel module, daemon or file that pods on it need (a
+    /// node-level finding, raised before the pods fail when it can be), or a container failed
+    /// because the host lacks a program it ran there.
+    MissingHostDependency,
+    /// A container's command, or a program it ran, is not in its image: the pod's command or
+    /// image is wrong.
+    CommandNotFound,
 }
 
 impl FindingKind {
@@ -41,6 +48,8 @@ impl FindingKind {
             FindingKind::OomKilledChild => "OOMKilledChild",
             FindingKind::NodeOom => "NodeOOM",
             FindingKind::OomRisk => "OOMRisk",
+            FindingKind::MissingHostDependency => "MissingHostDependency",
+            FindingKind::CommandNotFound => "CommandNotFound",
         }
     }
 }
@@ -150,6 +159,8 @@ pub enum EvidenceSource {
     Log,
     /// The host's filesystem.
     Host,
+    /// The container's image (its snapshot's layers on the host).
+    Image,
 }
 
 /// One observation backing a finding.

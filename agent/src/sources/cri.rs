@@ -3,6 +3,7 @@
 
 pub mod client;
 mod convert;
+pub mod post_mortem;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::client::{CriClient, CriError};
+use self::post_mortem::{examine, PostMortemContext};
 use crate::backoff::Backoff;
 use crate::model::{ContainerInfo, ContainerState, PodRef};
 use crate::sources::{CriSnapshot, SourceEvent};
@@ -124,6 +126,7 @@ pub struct CriSource {
     /// Last status read of each listed container, so a resync only reads the ones that changed.
     cache: HashMap<String, ContainerInfo>,
     refreshes: Arc<Semaphore>,
+    post_mortem: Option<Arc<PostMortemContext>>,
 }
 
 impl CriSource {
@@ -135,7 +138,14 @@ impl CriSource {
             client: None,
             cache: HashMap::new(),
             refreshes: Arc::new(Semaphore::new(MAX_CONCURRENT_REFRESHES)),
+            post_mortem: None,
         }
+    }
+
+    /// Examines abnormal exits on the node as they are read (log tail, missing programs).
+    pub fn with_post_mortem(mut self, cx: PostMortemContext) -> Self {
+        self.post_mortem = Some(Arc::new(cx));
+        self
     }
 
     /// Runs until `shutdown` or until the engine stops listening.
@@ -172,8 +182,9 @@ impl CriSource {
                     Some(read) => match (&self.client, Arc::clone(&self.refreshes).try_acquire_owned()) {
                         (Some(client), Ok(permit)) => {
                             let (client, out) = (client.clone(), out.clone());
+                            let post_mortem = self.post_mortem.clone();
                             tokio::spawn(async move {
-                                refresh(&client, &read.id, read.expect_exit, &out).await;
+                                refresh(&client, &read.id, read.expect_exit, post_mortem.as_deref(), &out).await;
                                 drop(permit);
                             });
                         }
@@ -224,7 +235,13 @@ impl CriSource {
                         )
                         .await
                     {
-                        Ok(info) => info,
+                        Ok(Some(mut info)) => {
+                            if let Some(pm) = self.post_mortem.as_deref().filter(|pm| pm.wants(&info)) {
+                                info.post_mortem = Some(Arc::new(examine(&info, pm, client.channel()).await));
+                            }
+                            Some(info)
+                        }
+                        Ok(None) => None,
                         Err(err) if err.is_not_found() => None,
                         // One wedged container must not stop every listing: keep what was
                         // last known of it, and try again next time.
@@ -250,7 +267,13 @@ impl CriSource {
 }
 
 /// Reads one container (and its sandbox) and sends what it finds.
-async fn refresh(client: &CriClient, id: &str, expect_exit: bool, out: &mpsc::Sender<SourceEvent>) {
+async fn refresh(
+    client: &CriClient,
+    id: &str,
+    expect_exit: bool,
+    post_mortem: Option<&PostMortemContext>,
+    out: &mpsc::Sender<SourceEvent>,
+) {
     let tries = if expect_exit {
         EXIT_RETRY_DELAYS_MS.len()
     } else {
@@ -279,6 +302,9 @@ async fn refresh(client: &CriClient, id: &str, expect_exit: bool, out: &mpsc::Se
             continue;
         }
         tracing::debug!(container_id = id, reads = n + 1, state = ?info.state, "container status read");
+        if let Some(pm) = post_mortem.filter(|pm| pm.wants(&info)) {
+            info.post_mortem = Some(Arc::new(examine(&info, pm, client.channel()).await));
+        }
         if !info.pod_sandbox_id.is_empty() {
             match client.pod_status(&info.pod_sandbox_id).await {
                 Ok(Some(pod)) => {

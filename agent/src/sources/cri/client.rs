@@ -77,6 +77,7 @@ pub struct RuntimeVersion {
 #[derive(Debug, Clone)]
 pub struct CriClient {
     inner: RuntimeServiceClient<Channel>,
+    channel: Channel,
     socket: PathBuf,
     timeout: Duration,
 }
@@ -96,12 +97,18 @@ impl CriClient {
                 source,
             })?;
         let mut client = CriClient {
-            inner: RuntimeServiceClient::new(channel),
+            inner: RuntimeServiceClient::new(channel.clone()),
+            channel,
             socket: socket.to_owned(),
             timeout,
         };
         let version = client.version().await?;
         Ok((client, version))
+    }
+
+    /// The connection, for containerd's own services on the same socket.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     async fn call<T, F>(&self, rpc: &'static str, fut: F) -> Result<T, CriError>

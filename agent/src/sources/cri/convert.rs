@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use podmortem_proto::cri;
 
 use crate::model::{
-    ContainerInfo, ContainerState, MountInfo, PodInfo, PodRef, PodState, LABEL_CONTAINER_NAME,
+    ContainerInfo, ContainerState, MountInfo, PodInfo, PodRef, PodState, SnapshotRef, LABEL_CONTAINER_NAME,
 };
 use crate::sources::system_time_from_nanos;
 
@@ -70,6 +70,8 @@ pub(crate) struct VerboseInfo {
     pub(crate) sandbox_id: Option<String>,
     pub(crate) pid: Option<u32>,
     pub(crate) cgroups_path: Option<String>,
+    pub(crate) rootfs: Option<SnapshotRef>,
+    pub(crate) path_env: Option<String>,
 }
 
 /// Reads containerd's verbose container info (a JSON document under the key `info`).
@@ -96,6 +98,25 @@ pub(crate) fn verbose_info(info: &HashMap<String, String>) -> VerboseInfo {
             .pointer("/runtimeSpec/linux/cgroupsPath")
             .and_then(serde_json::Value::as_str)
             .filter(|p| !p.is_empty())
+            .map(str::to_owned),
+        rootfs: match (doc.get("snapshotter"), doc.get("snapshotKey")) {
+            (Some(serde_json::Value::String(snapshotter)), Some(serde_json::Value::String(key)))
+                if !snapshotter.is_empty() && !key.is_empty() =>
+            {
+                Some(SnapshotRef {
+                    snapshotter: snapshotter.clone(),
+                    key: key.clone(),
+                })
+            }
+            _ => None,
+        },
+        path_env: doc
+            .pointer("/runtimeSpec/process/env")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .find_map(|v| v.strip_prefix("PATH="))
             .map(str::to_owned),
     }
 }
@@ -148,6 +169,9 @@ pub(crate) fn container_from_status(
         memory_limit_bytes,
         pid: info.pid.filter(|_| state == ContainerState::Running),
         cgroups_path: info.cgroups_path,
+        rootfs: info.rootfs,
+        path_env: info.path_env,
+        post_mortem: None,
         labels,
         annotations: sorted(status.annotations),
     }
@@ -236,7 +260,9 @@ mod tests {
         let mut info = HashMap::new();
         info.insert(
             "info".to_owned(),
-            r#"{"sandboxID":"sb-1","pid":4242,"runtimeSpec":{"linux":{"cgroupsPath":"/kubepods/burstable/podu-1/abc"}}}"#
+            r#"{"sandboxID":"sb-1","pid":4242,"snapshotter":"overlayfs","snapshotKey":"abc",
+                "runtimeSpec":{"linux":{"cgroupsPath":"/kubepods/burstable/podu-1/abc"},
+                "process":{"env":["HOME=/root","PATH=/usr/bin:/bin"]}}}"#
                 .to_owned(),
         );
         assert_eq!(
@@ -244,7 +270,12 @@ mod tests {
             VerboseInfo {
                 sandbox_id: Some("sb-1".into()),
                 pid: Some(4242),
-                cgroups_path: Some("/kubepods/burstable/podu-1/abc".into())
+                cgroups_path: Some("/kubepods/burstable/podu-1/abc".into()),
+                rootfs: Some(SnapshotRef {
+                    snapshotter: "overlayfs".into(),
+                    key: "abc".into()
+                }),
+                path_env: Some("/usr/bin:/bin".into()),
             }
         );
         info.insert("info".to_owned(), "{not json".to_owned());
