@@ -27,6 +27,10 @@ pub struct PodSpec {
     pub uid: String,
     /// kubelet-style cgroup parent (e.g. `/kubepods/burstable/pod<uid>`), or none.
     pub cgroup_parent: Option<String>,
+    /// Share the host's pid namespace (`hostPID: true`).
+    pub host_pid: bool,
+    /// Allow privileged containers in the pod.
+    pub privileged: bool,
 }
 
 impl PodSpec {
@@ -42,6 +46,8 @@ impl PodSpec {
             name: name.to_owned(),
             cgroup_parent: Some(format!("/kubepods/burstable/pod{uid}")),
             uid,
+            host_pid: false,
+            privileged: false,
         }
     }
 }
@@ -61,6 +67,8 @@ pub struct ContainerSpec {
     pub readonly_rootfs: bool,
     /// Mounts: (host path, container path, read-only).
     pub mounts: Vec<(PathBuf, String, bool)>,
+    /// Privileged (all capabilities, host devices); the pod must allow it.
+    pub privileged: bool,
 }
 
 impl ContainerSpec {
@@ -120,7 +128,11 @@ impl Cri {
     pub async fn run_pod(&self, spec: &PodSpec) -> Result<Pod> {
         let ns = cri::NamespaceOption {
             network: cri::NamespaceMode::Node as i32,
-            pid: cri::NamespaceMode::Pod as i32,
+            pid: if spec.host_pid {
+                cri::NamespaceMode::Node as i32
+            } else {
+                cri::NamespaceMode::Pod as i32
+            },
             ipc: cri::NamespaceMode::Pod as i32,
             target_id: String::new(),
         };
@@ -148,6 +160,7 @@ impl Cri {
                 cgroup_parent: spec.cgroup_parent.clone().unwrap_or_default(),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
                     namespace_options: Some(ns),
+                    privileged: spec.privileged,
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -180,6 +193,18 @@ impl Cri {
             .await
             .context(format!("StartContainer {}", spec.name))?;
         Ok(id)
+    }
+
+    /// Starts a created container.
+    pub async fn start(&self, id: &str) -> Result<()> {
+        self.client
+            .clone()
+            .start_container(cri::StartContainerRequest {
+                container_id: id.to_owned(),
+            })
+            .await
+            .context(format!("StartContainer {id}"))?;
+        Ok(())
     }
 
     /// Creates (without starting) a container in `pod`; returns its id.
@@ -224,6 +249,7 @@ impl Cri {
                         .and_then(|l| l.security_context.as_ref())
                         .and_then(|s| s.namespace_options.clone()),
                     readonly_rootfs: spec.readonly_rootfs,
+                    privileged: spec.privileged,
                     ..Default::default()
                 }),
             }),

@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod containerd;
 pub mod cri;
+pub mod host;
 pub mod image;
 
 /// Errors of the test bed: a message saying what failed and why.

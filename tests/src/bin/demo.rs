@@ -84,7 +84,34 @@ async fn demo() -> Result<()> {
         run_and_wait(&bed, &api, spec).await?;
     }
 
-    say("longhorn-system/csi-plugin runs iscsiadm, which is not there");
+    say("longhorn-system/longhorn-manager starts on this node, which has no open-iscsi");
+    // The host's mount namespace, as a process of our own (pid 1's is not ours to enter here):
+    // a new mount namespace on the host's real root filesystem.
+    let mut host_ns = tokio::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sleep", "3600"])
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot run unshare")?;
+    let host_pid = host_ns
+        .id()
+        .ok_or_else(|| podmortem_e2e::err("unshare exited at once"))?;
+    let mut manager_pod = PodSpec::new("longhorn-system", "longhorn-manager-x2x4k");
+    manager_pod.host_pid = true;
+    manager_pod.privileged = true;
+    let manager = bed.cri.run_pod(&manager_pod).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    say("... and runs iscsiadm in the host's mount namespace, as Longhorn does: it crash-loops");
+    let script = format!(
+        "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; \
+         nsenter -t {host_pid} -m -- iscsiadm --version"
+    );
+    let spec = ContainerSpec {
+        privileged: true,
+        ..ContainerSpec::shell("longhorn-manager", &script)
+    };
+    run_and_wait(&bed, &manager, spec).await?;
+
+    say("longhorn-system/csi-plugin runs iscsiadm inside its own container, whose image lacks it");
     let csi = bed
         .cri
         .run_pod(&PodSpec::new("longhorn-system", "longhorn-csi-plugin-x2x4k"))
@@ -125,13 +152,25 @@ async fn demo() -> Result<()> {
     };
     run_and_wait(&bed, &cms, spec).await?;
 
+    say("`podmortem check --rule longhorn`: the same host check, one-shot, for node image pipelines");
+    let status = tokio::process::Command::new(Agent::binary()?)
+        .args(["check", "--rule", "longhorn"])
+        .status()
+        .await
+        .context("cannot run podmortem check")?;
+    say(&format!(
+        "podmortem check exited with {}",
+        status.code().unwrap_or(-1)
+    ));
+    let _ = host_ns.kill().await;
+
     say("Done: stopping podmortem and removing the pods and containerd");
     tokio::time::sleep(Duration::from_secs(1)).await;
     if let Some(pid) = agent.id().and_then(|p| i32::try_from(p).ok()) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), agent.wait()).await;
-    for pod in [&healthy, &api, &csi, &report, &worker, &cms] {
+    for pod in [&healthy, &api, &manager, &csi, &report, &worker, &cms] {
         bed.cri.remove_pod(pod).await?;
     }
     Ok(())
