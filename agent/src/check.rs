@@ -33,6 +33,9 @@ pub enum CheckError {
     /// The catalogue is invalid.
     #[error("host_deps: {0}")]
     Catalogue(#[from] crate::catalogue::CatalogueError),
+    /// The check itself failed.
+    #[error("the host check failed: {0}")]
+    Failed(String),
     /// A rule given with `--rule` does not exist.
     #[error("no rule named `{name}` in the catalogue (rules: {known})")]
     UnknownRule {
@@ -111,13 +114,7 @@ pub async fn run(config: &Config, node: &str, selection: &Selection) -> Result<O
     let report = match tokio::task::spawn_blocking(move || host_deps::check(&host, &path, deps.iter())).await
     {
         Ok(report) => report,
-        Err(e) => {
-            notes.push(format!("the check failed: {e}"));
-            return Ok(Outcome {
-                text: notes.join("\n"),
-                missing: 0,
-            });
-        }
+        Err(e) => return Err(CheckError::Failed(e.to_string())),
     };
     Ok(render(config, node, &catalogue, &applies, &report, &notes))
 }
@@ -237,8 +234,12 @@ fn render(
     }
     let checked = report.dependencies.len();
     let _ = writeln!(text);
-    if missing.is_empty() {
+    if checked == 0 {
+        let _ = write!(text, "nothing checked");
+    } else if missing.is_empty() && unknown.is_empty() {
         let _ = write!(text, "all {checked} dependencies present");
+    } else if missing.is_empty() {
+        let _ = write!(text, "none of {checked} dependencies missing");
     } else {
         let names: Vec<&str> = missing.iter().map(String::as_str).collect();
         let _ = write!(

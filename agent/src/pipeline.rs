@@ -96,7 +96,8 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
         host: host.clone(),
         host_path: config.host_deps.path.clone(),
         tail: TailConfig::default(),
-        since: watermark.min(now.checked_sub(config.exit.first_start_lookback).unwrap_or(now)),
+        since: watermark,
+        done: Arc::default(),
     };
     let cri_source =
         CriSource::new(config.containerd_address.clone(), config.cri.clone()).with_post_mortem(post_mortem);

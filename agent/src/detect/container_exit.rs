@@ -204,7 +204,7 @@ impl ContainerExitDetector {
         }
         let attribution = match &c.post_mortem {
             Some(pm) if !oom_killed => {
-                let attribution = attribute(c, pm, &self.catalogue, self.family);
+                let attribution = attribute(c, code, pm, &self.catalogue, self.family);
                 if attribution.is_none() {
                     evidence.extend(log_evidence(c, pm));
                 }

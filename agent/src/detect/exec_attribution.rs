@@ -102,9 +102,31 @@ pub fn log_evidence(c: &ContainerInfo, pm: &PostMortem) -> Option<Evidence> {
     Some(e)
 }
 
-/// Explains an exit from its post-mortem, or `None` when it names no program.
+/// Whether a failure to execute explains an exit with `code`: 126 (cannot execute), 127 (not
+/// found) and 128 (the runtime could not start it) always; another error code only when the
+/// failure is among the last lines of the log (a script that went on after a missing optional
+/// tool failed for something else); an exit by a signal never.
+fn explains(code: i32, failure: &ExecFailure, pm: &PostMortem) -> bool {
+    match code {
+        126..=128 => true,
+        1..=125 => pm
+            .log_tail
+            .iter()
+            .rev()
+            .take(LAST_LINES)
+            .any(|l| l.contains(failure.line.as_str())),
+        _ => false,
+    }
+}
+
+/// How close to the end of the log a failure must be to explain another error code.
+const LAST_LINES: usize = 3;
+
+/// Explains an exit with `code` from its post-mortem, or `None` when it names no program (or
+/// the program does not explain the exit).
 pub fn attribute(
     c: &ContainerInfo,
+    code: i32,
     pm: &PostMortem,
     catalogue: &Catalogue,
     family: Option<&str>,
@@ -116,6 +138,14 @@ pub fn attribute(
     else {
         return None;
     };
+    if !explains(code, failure, pm) {
+        return None;
+    }
+    // `mount` says "you might need a helper" for any bad option: only a helper the catalogue
+    // knows is taken for one.
+    if matches!(failure.shape, ExecShape::MountHelper { .. }) && catalogue.by_binary(program).is_none() {
+        return None;
+    }
     let (on_host, in_image) = (pm.on_host.as_ref(), pm.in_image.as_ref());
     let mut evidence = vec![
         lookup_evidence(EvidenceSource::Host, on_host, program, "the host"),
@@ -164,14 +194,14 @@ pub fn attribute(
         ExecShape::NotFound | ExecShape::NotInPath => {
             if found(in_image).is_some() {
                 out.what = format!("it could not execute {program}, although its image has it: {quoted}");
+            } else if !missing(in_image) {
+                out.what = format!(
+                    "it could not find {program} ({quoted}); {}",
+                    describe(in_image, program, "the image")
+                );
             } else {
                 out.kind = Some(FindingKind::CommandNotFound);
-                let checked = if missing(in_image) {
-                    ""
-                } else {
-                    " (the image itself could not be checked)"
-                };
-                out.what = format!("it ran {program}, which is not in its image{checked}: {quoted}");
+                out.what = format!("it ran {program}, which is not in its image: {quoted}");
                 let mut hint = format!(
                     "Fix the pod's command/args or the image: {program} is not on the image's PATH{}.",
                     c.path_env.as_ref().map(|p| format!(" ({p})")).unwrap_or_default()

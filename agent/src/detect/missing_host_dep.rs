@@ -91,7 +91,10 @@ impl MissingHostDepDetector {
         needs
     }
 
-    fn evaluate(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
+    /// Raises what is missing and needed; with `settle` (a host check round), also resolves
+    /// what is present now or no longer needed. Between rounds a pod being recreated must not
+    /// make a finding flap.
+    fn evaluate(&mut self, cx: &Context<'_>, settle: bool, out: &mut Vec<Finding>) {
         let Some(report) = self.report.clone() else {
             return;
         };
@@ -110,11 +113,9 @@ impl MissingHostDepDetector {
             };
             if new_pods {
                 out.push(missing(cx, dep, status, &report, who));
-                let all = self.raised.entry(name.clone()).or_insert(Raised {
-                    pods: BTreeSet::new(),
-                });
-                all.pods.extend(pods);
             }
+            // The pods that need it now: one leaving and coming back is said again.
+            self.raised.insert(name.clone(), Raised { pods });
         }
         let cleared: Vec<(String, String)> = self
             .raised
@@ -123,7 +124,9 @@ impl MissingHostDepDetector {
                 let why = match report.status(name).map(DependencyStatus::state) {
                     Some(CheckState::Present(how)) => format!("it is present now ({how})"),
                     None => "it is no longer in the catalogue".into(),
-                    _ if !needs.contains_key(name) => "no pod on the node needs it any more".into(),
+                    _ if settle && !needs.contains_key(name) => {
+                        "no pod on the node needs it any more (it is still missing)".into()
+                    }
                     _ => return None,
                 };
                 Some((name.clone(), why))
@@ -141,7 +144,13 @@ impl MissingHostDepDetector {
                 &[cx.node, &name],
             );
             f.resolved = true;
-            f.summary = format!("node {} no longer lacks {name}: {why}", cx.node);
+            f.summary = match why.strip_suffix(" (it is still missing)") {
+                Some(why) => format!(
+                    "node {}: {name} is no longer needed: {why}, though it is still missing",
+                    cx.node
+                ),
+                None => format!("node {} no longer lacks {name}: {why}", cx.node),
+            };
             if let Some(status) = report.status(&name) {
                 f.evidence.push(check_evidence(status, &report));
             }
@@ -286,10 +295,10 @@ impl Detector for MissingHostDepDetector {
         match event {
             SourceEvent::HostDeps(report) => {
                 self.report = Some(Arc::clone(report));
-                self.evaluate(cx, out);
+                self.evaluate(cx, true, out);
             }
             SourceEvent::CriSnapshot(_) | SourceEvent::CriPod(_) | SourceEvent::CriContainer(_) => {
-                self.evaluate(cx, out);
+                self.evaluate(cx, false, out);
             }
             _ => {}
         }

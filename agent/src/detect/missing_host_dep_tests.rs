@@ -158,10 +158,15 @@ fn raised_when_a_pod_that_needs_it_appears_and_cleared_when_installed() {
     // Its fingerprint is the raised one's: the sinks can pair them.
     assert_eq!(out[0].fingerprint, f.fingerprint);
 
-    // The pods go away: what is still missing is no longer needed.
-    let out = h.pods(vec![pod("a", "default")], 7);
+    // The pods go away: nothing flaps until the next check round, which says it is no longer
+    // needed (and still missing).
+    assert!(h.pods(vec![pod("a", "default")], 7).is_empty());
+    let out = h.feed(SourceEvent::HostDeps(report(8, &[("iscsid", missing())])), 8);
     assert_eq!(out.len(), 1);
-    assert!(out[0].summary.contains("no pod on the node needs it any more"));
+    assert_eq!(
+        out[0].summary,
+        "node worker-1: iscsid is no longer needed: no pod on the node needs it any more, though it is still missing"
+    );
 }
 
 #[test]

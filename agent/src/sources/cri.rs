@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::client::{CriClient, CriError};
-use self::post_mortem::{examine, PostMortemContext};
+use self::post_mortem::{examine_once, PostMortemContext};
 use crate::backoff::Backoff;
 use crate::model::{ContainerInfo, ContainerState, PodRef};
 use crate::sources::{CriSnapshot, SourceEvent};
@@ -237,7 +237,7 @@ impl CriSource {
                     {
                         Ok(Some(mut info)) => {
                             if let Some(pm) = self.post_mortem.as_deref().filter(|pm| pm.wants(&info)) {
-                                info.post_mortem = Some(Arc::new(examine(&info, pm, client.channel()).await));
+                                info.post_mortem = Some(examine_once(&info, pm, client.channel()).await);
                             }
                             Some(info)
                         }
@@ -303,7 +303,7 @@ async fn refresh(
         }
         tracing::debug!(container_id = id, reads = n + 1, state = ?info.state, "container status read");
         if let Some(pm) = post_mortem.filter(|pm| pm.wants(&info)) {
-            info.post_mortem = Some(Arc::new(examine(&info, pm, client.channel()).await));
+            info.post_mortem = Some(examine_once(&info, pm, client.channel()).await);
         }
         if !info.pod_sandbox_id.is_empty() {
             match client.pod_status(&info.pod_sandbox_id).await {

@@ -158,7 +158,25 @@ pub fn check<'a>(
     let kernel = host.kernel_release().ok();
     let mut daemons: Option<Result<DaemonScan, HostError>> = None;
     let mut dependencies = Vec::new();
+    // A missing or empty host root (a DaemonSet without its hostPath mount) would make
+    // everything look missing: then nothing is claimed.
+    let unusable = root_unusable(host);
     for dep in deps {
+        if let Some(why) = &unusable {
+            let checks = dep
+                .checks()
+                .map(|(kind, target)| CheckResult {
+                    kind,
+                    target: target.to_owned(),
+                    state: CheckState::Unknown(why.clone()),
+                })
+                .collect();
+            dependencies.push(DependencyStatus {
+                name: dep.name.clone(),
+                checks,
+            });
+            continue;
+        }
         let checks = dep
             .checks()
             .map(|(kind, target)| CheckResult {
@@ -170,6 +188,9 @@ pub fn check<'a>(
                     CheckKind::Daemon => match daemons.get_or_insert_with(|| host.daemons()) {
                         Ok(scan) => match scan.running(target) {
                             Some(pid) => CheckState::Present(format!("running as pid {pid}")),
+                            None if !scan.complete() => {
+                                CheckState::Unknown("the host has more processes than podmortem scans".into())
+                            }
                             None => CheckState::Missing(format!("no process named {target} is running")),
                         },
                         Err(e) => CheckState::Unknown(format!("cannot list the host's processes: {e}")),
@@ -200,6 +221,20 @@ pub fn check<'a>(
         kernel,
         dependencies,
     }
+}
+
+/// Why the host root cannot be the host's root filesystem (it lacks `/etc`, or both `/usr`
+/// and `/bin`), if it cannot: lookups below it would find nothing and prove nothing.
+pub fn root_unusable(host: &HostView) -> Option<String> {
+    let root = host.root();
+    let has = |d: &str| root.join(d).is_dir();
+    if has("etc") && (has("usr") || has("bin")) {
+        return None;
+    }
+    Some(format!(
+        "the host root {} does not look like the host's filesystem (no /etc, /usr or /bin): is it mounted?",
+        root.display()
+    ))
 }
 
 /// A program lookup as a check outcome.
@@ -306,5 +341,49 @@ impl HostDepsSource {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::CatalogueEntries;
+
+    fn shipped() -> Catalogue {
+        Catalogue::build(CatalogueMode::Extend, &CatalogueEntries::default()).expect("catalogue")
+    }
+
+    #[test]
+    fn an_empty_or_absent_host_root_claims_nothing_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = vec!["/usr/sbin".to_owned()];
+        for root in [dir.path().to_owned(), dir.path().join("absent")] {
+            let report = check(&HostView::new(&root), &path, shipped().dependencies());
+            assert!(!report.dependencies.is_empty());
+            for dep in &report.dependencies {
+                assert!(
+                    matches!(dep.state(), CheckState::Unknown(ref why) if why.contains("is it mounted?")),
+                    "{dep:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_host_root_with_a_filesystem_is_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for d in ["etc", "usr/sbin"] {
+            std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
+        }
+        let report = check(
+            &HostView::new(dir.path()),
+            &["/usr/sbin".to_owned()],
+            shipped().dependencies(),
+        );
+        let iscsiadm = report.status("iscsiadm").expect("checked");
+        assert_eq!(
+            iscsiadm.state(),
+            CheckState::Missing("not found in /usr/sbin".into())
+        );
     }
 }

@@ -4,8 +4,10 @@
 //! and in the container's image (through the snapshot's layers, since the container's own
 //! root filesystem is gone once it exited).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::MountsRequest;
@@ -13,7 +15,7 @@ use containerd_client::types::Mount;
 use tonic::transport::Channel;
 
 use crate::model::{ContainerInfo, ContainerState, Lookup, PostMortem, SnapshotRef};
-use crate::sources::host::{find_program, HostView, Layers, DEFAULT_PATH};
+use crate::sources::host::{find_program, HostView, Layers, ProgramLookup, DEFAULT_PATH};
 use crate::sources::logs::exec_failure::{self, ExecFailure};
 use crate::sources::logs::{read_tail, TailConfig};
 
@@ -21,6 +23,12 @@ use crate::sources::logs::{read_tail, TailConfig};
 const CRI_NAMESPACE: &str = "k8s.io";
 /// How many of the last log lines a finding carries.
 pub const EVIDENCE_LINES: usize = 8;
+/// At most this many PATH directories are searched (a pod sets its own PATH).
+const MAX_PATH_DIRS: usize = 64;
+/// One examination may take this long; then what it has not read is left out.
+const EXAMINE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Examinations remembered, so a listing after a single read does not repeat one.
+const REMEMBERED: usize = 1024;
 
 /// What examining exits needs.
 #[derive(Debug, Clone)]
@@ -33,7 +41,12 @@ pub struct PostMortemContext {
     pub tail: TailConfig,
     /// Exits that finished before this are not examined (old exits found in a first listing).
     pub since: SystemTime,
+    /// Examinations done, by container id and exit time.
+    pub done: Examined,
 }
+
+/// Examinations done, by container id and exit time (shared by the listing and single reads).
+pub type Examined = Arc<Mutex<HashMap<(String, Option<SystemTime>), Arc<PostMortem>>>>;
 
 impl PostMortemContext {
     /// Whether `c` exited abnormally recently enough to be examined.
@@ -94,6 +107,31 @@ async fn snapshot_mounts(channel: Channel, snapshot: &SnapshotRef) -> Result<Vec
     }
 }
 
+/// Examines an exited container once (a second call returns the first result), within
+/// [`EXAMINE_TIMEOUT`].
+pub async fn examine_once(c: &ContainerInfo, cx: &PostMortemContext, channel: Channel) -> Arc<PostMortem> {
+    let key = (c.id.clone(), c.finished_at);
+    let known = cx.done.lock().ok().and_then(|done| done.get(&key).cloned());
+    if let Some(pm) = known {
+        return pm;
+    }
+    let pm = match tokio::time::timeout(EXAMINE_TIMEOUT, examine(c, cx, channel)).await {
+        Ok(pm) => pm,
+        Err(_) => PostMortem {
+            log_error: Some(format!("reading the node took longer than {EXAMINE_TIMEOUT:?}")),
+            ..PostMortem::default()
+        },
+    };
+    let pm = Arc::new(pm);
+    if let Ok(mut done) = cx.done.lock() {
+        if done.len() >= REMEMBERED {
+            done.clear();
+        }
+        done.insert(key, Arc::clone(&pm));
+    }
+    pm
+}
+
 /// Examines an exited container: reads its log tail and looks up the program it could not
 /// execute. `channel` reaches containerd, for the snapshot's layers.
 pub async fn examine(c: &ContainerInfo, cx: &PostMortemContext, channel: Channel) -> PostMortem {
@@ -131,7 +169,10 @@ pub async fn examine(c: &ContainerInfo, cx: &PostMortemContext, channel: Channel
         ..
     }) = &pm.exec_failure
     {
-        let (host, path, name) = (cx.host.clone(), cx.host_path.clone(), program.clone());
+        // nsenter searches the container's PATH in the host's mount namespace; a mount helper
+        // is found on the host's own.
+        let path = dedup_path(container_path(c).into_iter().chain(cx.host_path.iter().cloned()));
+        let (host, name) = (cx.host.clone(), program.clone());
         pm.on_host = Some(
             match tokio::task::spawn_blocking(move || host.find_program(&name, &path)).await {
                 Ok(Ok(found)) => Lookup::Done(found),
@@ -156,16 +197,59 @@ async fn in_image(c: &ContainerInfo, program: &str, cx: &PostMortemContext, chan
         },
         Err(e) => return Lookup::Unknown(e),
     };
-    let path: Vec<String> = match &c.path_env {
-        Some(p) => p.split(':').map(str::to_owned).collect(),
-        None => DEFAULT_PATH.iter().map(|d| (*d).to_owned()).collect(),
+    let path = dedup_path(container_path(c));
+    if program.contains('/') && !program.starts_with('/') {
+        return Lookup::Unknown(format!(
+            "{program} is relative to the container's working directory"
+        ));
+    }
+    // What lies on a volume is not in the image.
+    let on_volume = |p: &str| {
+        c.mounts.iter().any(|m| {
+            let dest = m.container_path.trim_end_matches('/');
+            !dest.is_empty() && (p == dest || p.strip_prefix(dest).is_some_and(|rest| rest.starts_with('/')))
+        })
     };
+    let volume_hides = on_volume(program) || (!program.contains('/') && path.iter().any(|d| on_volume(d)));
     let name = program.to_owned();
-    match tokio::task::spawn_blocking(move || find_program(&Layers::new(layers), &name, &path)).await {
+    let lookup = tokio::task::spawn_blocking(move || {
+        if let Some(missing) = layers.iter().find(|l| !l.is_dir()) {
+            return Err(format!("the image layer {} is gone", missing.display()));
+        }
+        find_program(&Layers::new(layers), &name, &path).map_err(|e| e.to_string())
+    })
+    .await;
+    match lookup {
+        Ok(Ok(found @ ProgramLookup::Found { .. })) => Lookup::Done(found),
+        Ok(Ok(_)) if volume_hides => {
+            Lookup::Unknown(format!("{program} may be on one of the container's volumes"))
+        }
         Ok(Ok(found)) => Lookup::Done(found),
-        Ok(Err(e)) => Lookup::Unknown(e.to_string()),
+        Ok(Err(e)) => Lookup::Unknown(e),
         Err(e) => Lookup::Unknown(format!("the lookup failed: {e}")),
     }
+}
+
+/// The container's PATH directories (the default when it has none).
+fn container_path(c: &ContainerInfo) -> Vec<String> {
+    match &c.path_env {
+        Some(p) => p.split(':').map(str::to_owned).collect(),
+        None => DEFAULT_PATH.iter().map(|d| (*d).to_owned()).collect(),
+    }
+}
+
+/// `dirs` without repeats or empty entries, at most [`MAX_PATH_DIRS`].
+fn dedup_path(dirs: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for d in dirs {
+        if !d.is_empty() && !out.contains(&d) {
+            out.push(d);
+            if out.len() == MAX_PATH_DIRS {
+                break;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
