@@ -107,10 +107,13 @@ pub async fn run(config: &Config, node: &str, selection: &Selection) -> Result<O
         .iter()
         .flat_map(|a| a.needs.iter().map(String::as_str))
         .collect();
-    let deps: Vec<&Dependency> = names.iter().filter_map(|n| catalogue.dependency(n)).collect();
+    let deps: Vec<Dependency> = names
+        .iter()
+        .filter_map(|n| catalogue.dependency(n))
+        .cloned()
+        .collect();
     let host = HostView::new(&config.host_root);
     let path = config.host_deps.path.clone();
-    let deps: Vec<Dependency> = deps.into_iter().cloned().collect();
     let report = match tokio::task::spawn_blocking(move || host_deps::check(&host, &path, deps.iter())).await
     {
         Ok(report) => report,

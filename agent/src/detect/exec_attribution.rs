@@ -7,7 +7,7 @@ use super::missing_host_dep::fix_hint;
 use super::{Evidence, EvidenceSource, FindingKind};
 use crate::catalogue::Catalogue;
 use crate::model::{ContainerInfo, Lookup, PostMortem};
-use crate::sources::host::ProgramLookup;
+use crate::sources::host::{searched_dirs, ProgramLookup};
 use crate::sources::logs::exec_failure::{ExecFailure, ExecShape};
 
 /// What the post-mortem says about an exit.
@@ -55,11 +55,7 @@ fn describe(lookup: Option<&Lookup>, program: &str, place: &str) -> String {
             format!("{place} has {path}, but it is not an executable file")
         }
         Some(Lookup::Done(ProgramLookup::Missing { searched })) => {
-            let dirs: Vec<&str> = searched
-                .iter()
-                .map(|p| p.rsplit_once('/').map_or(p.as_str(), |(d, _)| d))
-                .collect();
-            format!("{place} lacks {program} (searched {})", dirs.join(":"))
+            format!("{place} lacks {program} (searched {})", searched_dirs(searched))
         }
         Some(Lookup::Unknown(why)) => format!("{place} could not be checked for {program}: {why}"),
         None => format!("{place} was not checked for {program}"),

@@ -26,18 +26,13 @@ struct Need {
     why: String,
 }
 
-/// A raised finding.
-#[derive(Debug)]
-struct Raised {
-    pods: BTreeSet<String>,
-}
-
 /// The missing host dependency detector.
 #[derive(Debug)]
 pub struct MissingHostDepDetector {
     catalogue: Arc<Catalogue>,
     report: Option<Arc<HostReport>>,
-    raised: BTreeMap<String, Raised>,
+    /// Dependencies reported missing, and the pods that need them.
+    raised: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl MissingHostDepDetector {
@@ -109,13 +104,13 @@ impl MissingHostDepDetector {
             let pods: BTreeSet<String> = who.iter().map(|n| n.pod.clone()).collect();
             let new_pods = match self.raised.get(name) {
                 None => true,
-                Some(raised) => !pods.is_subset(&raised.pods),
+                Some(raised) => !pods.is_subset(raised),
             };
             if new_pods {
                 out.push(missing(cx, dep, status, &report, who));
             }
             // The pods that need it now: one leaving and coming back is said again.
-            self.raised.insert(name.clone(), Raised { pods });
+            self.raised.insert(name.clone(), pods);
         }
         let cleared: Vec<(String, String)> = self
             .raised

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 pub use self::kernel::ModuleState;
 pub use self::os_release::OsRelease;
 pub use self::procs::{DaemonScan, COMM_LEN};
-pub use self::program::{find_program, ProgramLookup, DEFAULT_PATH};
+pub use self::program::{find_program, searched_dirs, ProgramLookup, DEFAULT_PATH};
 pub use self::tree::{
     resolve, Entry, EntryKind, Layers, Resolved, RootDir, Tree, MAX_LOOKUP_WORK, MAX_SYMLINKS,
 };
@@ -174,6 +174,21 @@ impl HostView {
     /// in the host's tree). All fields are empty when neither can be read.
     pub fn os_release(&self) -> OsRelease {
         os_release::read(&self.tree)
+    }
+
+    /// Why the root cannot be the host's root filesystem (it lacks `/etc`, or both `/usr` and
+    /// `/bin`: a DaemonSet without its hostPath mount), if it cannot. Lookups below such a root
+    /// would find nothing and prove nothing.
+    pub fn unmounted(&self) -> Option<String> {
+        let root = self.root();
+        let has = |d: &str| root.join(d).is_dir();
+        if has("etc") && (has("usr") || has("bin")) {
+            return None;
+        }
+        Some(format!(
+            "the host root {} does not look like the host's filesystem (no /etc, /usr or /bin): is it mounted?",
+            root.display()
+        ))
     }
 
     /// The running kernel's release (`<root>/proc/sys/kernel/osrelease`, trimmed), such as

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::host::{DaemonScan, HostError, HostView, ModuleState, ProgramLookup, DEFAULT_PATH};
+use super::host::{searched_dirs, DaemonScan, HostError, HostView, ModuleState, ProgramLookup, DEFAULT_PATH};
 use super::SourceEvent;
 use crate::catalogue::{
     self, Catalogue, CatalogueEntries, CatalogueError, CatalogueMode, CheckKind, Dependency,
@@ -160,7 +160,7 @@ pub fn check<'a>(
     let mut dependencies = Vec::new();
     // A missing or empty host root (a DaemonSet without its hostPath mount) would make
     // everything look missing: then nothing is claimed.
-    let unusable = root_unusable(host);
+    let unusable = host.unmounted();
     for dep in deps {
         if let Some(why) = &unusable {
             let checks = dep
@@ -223,20 +223,6 @@ pub fn check<'a>(
     }
 }
 
-/// Why the host root cannot be the host's root filesystem (it lacks `/etc`, or both `/usr`
-/// and `/bin`), if it cannot: lookups below it would find nothing and prove nothing.
-pub fn root_unusable(host: &HostView) -> Option<String> {
-    let root = host.root();
-    let has = |d: &str| root.join(d).is_dir();
-    if has("etc") && (has("usr") || has("bin")) {
-        return None;
-    }
-    Some(format!(
-        "the host root {} does not look like the host's filesystem (no /etc, /usr or /bin): is it mounted?",
-        root.display()
-    ))
-}
-
 /// A program lookup as a check outcome.
 pub fn program_state(lookup: Result<ProgramLookup, HostError>) -> CheckState {
     match lookup {
@@ -246,12 +232,7 @@ pub fn program_state(lookup: Result<ProgramLookup, HostError>) -> CheckState {
             CheckState::Missing(format!("{path} exists but is not an executable file ({kind:?})"))
         }
         Ok(ProgramLookup::Missing { searched }) => {
-            let dirs: Vec<&str> = searched
-                .iter()
-                .map(|p| p.rsplit_once('/').map_or(p.as_str(), |(dir, _)| dir))
-                .map(|d| if d.is_empty() { "/" } else { d })
-                .collect();
-            CheckState::Missing(format!("not found in {}", dirs.join(":")))
+            CheckState::Missing(format!("not found in {}", searched_dirs(&searched)))
         }
         Err(e) => CheckState::Unknown(e.to_string()),
     }

@@ -41,6 +41,17 @@ pub enum ProgramLookup {
     },
 }
 
+/// The directories of the paths a [`ProgramLookup::Missing`] searched, as a PATH string
+/// (`/usr/sbin:/sbin`).
+pub fn searched_dirs(searched: &[String]) -> String {
+    searched
+        .iter()
+        .map(|p| p.rsplit_once('/').map_or(p.as_str(), |(dir, _)| dir))
+        .map(|d| if d.is_empty() { "/" } else { d })
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Looks a program up in `tree` as a shell would. A name holding a `/` is that path only
 /// (taken from the tree's root when relative). Otherwise `dir/name` is resolved for each of
 /// `path_dirs` in order (empty and relative ones taken from the root too), and the first
