@@ -174,9 +174,15 @@ pub async fn examine(c: &ContainerInfo, cx: &PostMortemContext, channel: Channel
         let path = dedup_path(container_path(c).into_iter().chain(cx.host_path.iter().cloned()));
         let (host, name) = (cx.host.clone(), program.clone());
         pm.on_host = Some(
-            match tokio::task::spawn_blocking(move || host.find_program(&name, &path)).await {
+            match tokio::task::spawn_blocking(move || match host.unmounted() {
+                // Nothing found below an unmounted root proves nothing is missing.
+                Some(why) => Err(why),
+                None => host.find_program(&name, &path).map_err(|e| e.to_string()),
+            })
+            .await
+            {
                 Ok(Ok(found)) => Lookup::Done(found),
-                Ok(Err(e)) => Lookup::Unknown(e.to_string()),
+                Ok(Err(e)) => Lookup::Unknown(e),
                 Err(e) => Lookup::Unknown(format!("the lookup failed: {e}")),
             },
         );
