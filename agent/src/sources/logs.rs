@@ -9,6 +9,7 @@
 //!
 //! All of it is synchronous `std::fs`: callers run it on a blocking thread.
 
+pub mod erofs;
 pub mod exec_failure;
 pub mod record;
 
