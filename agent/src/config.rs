@@ -62,7 +62,9 @@ use crate::detect::oom_risk::RiskConfig;
 use crate::export::stdout::OutputFormat;
 use crate::sources::containerd_events::EventsConfig;
 use crate::sources::cri::CriConfig;
+use crate::sources::erofs_tracer::ErofsConfig;
 use crate::sources::host_deps::HostDepsConfig;
+use crate::sources::host_fs::HostFsConfig;
 use crate::sources::kmsg::KmsgConfig;
 use crate::sources::memory::MemoryConfig;
 
@@ -98,6 +100,10 @@ pub struct Config {
     pub oom_risk: RiskConfig,
     /// The host dependency check and its catalogue.
     pub host_deps: HostDepsConfig,
+    /// Writes that fail on read-only filesystems: the kernel tracer and repeats.
+    pub erofs: ErofsConfig,
+    /// The check of the host's own filesystems.
+    pub host_fs: HostFsConfig,
 }
 
 impl Default for Config {
@@ -116,6 +122,8 @@ impl Default for Config {
             oom: OomConfig::default(),
             oom_risk: RiskConfig::default(),
             host_deps: HostDepsConfig::default(),
+            erofs: ErofsConfig::default(),
+            host_fs: HostFsConfig::default(),
         }
     }
 }
@@ -230,6 +238,17 @@ impl Config {
             ));
         }
         at_least("memory.interval", self.memory.interval, ms(100))?;
+        at_least("erofs.window", self.erofs.window, ms(10))?;
+        at_least("host_fs.interval", self.host_fs.interval, ms(100))?;
+        if let Some(p) = self.host_fs.paths.iter().find(|p| !p.is_absolute()) {
+            return Err(invalid(
+                "host_fs.paths",
+                &format!("{} is not an absolute path", p.display()),
+            ));
+        }
+        if !self.host_fs.mount_table.is_absolute() {
+            return Err(invalid("host_fs.mount_table", "must be an absolute path"));
+        }
         if self.kmsg.max_records_per_second < 100 {
             return Err(invalid("kmsg.max_records_per_second", "must be at least 100"));
         }

@@ -7,11 +7,14 @@ pub mod exec_attribution;
 pub mod exit_code;
 pub mod finding;
 pub mod format;
+pub mod host_fs_readonly;
 pub mod missing_host_dep;
 pub mod occurrences;
 pub mod oom_evidence;
 pub mod oom_kill;
 pub mod oom_risk;
+pub mod readonly_cause;
+pub mod readonly_write;
 
 use std::time::SystemTime;
 

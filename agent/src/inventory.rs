@@ -93,7 +93,11 @@ impl Inventory {
                     });
                 }
             }
-            SourceEvent::Containerd(_) | SourceEvent::Kmsg(_) | SourceEvent::HostDeps(_) => {}
+            SourceEvent::Containerd(_)
+            | SourceEvent::Kmsg(_)
+            | SourceEvent::HostDeps(_)
+            | SourceEvent::Erofs(_)
+            | SourceEvent::HostMounts(_) => {}
         }
         // Readings of containers that are gone go with them.
         if matches!(

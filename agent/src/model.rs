@@ -152,6 +152,10 @@ pub struct ContainerInfo {
     pub rootfs: Option<SnapshotRef>,
     /// The `PATH` the container's process was started with.
     pub path_env: Option<String>,
+    /// Whether the root filesystem is mounted read-only (`readOnlyRootFilesystem`), if known.
+    pub readonly_rootfs: Option<bool>,
+    /// The working directory the process was started in, if known.
+    pub cwd: Option<String>,
     /// What was read from the node after the container exited abnormally: its last log lines
     /// and, when they name a program that could not be executed, where that program is.
     pub post_mortem: Option<Arc<PostMortem>>,
@@ -186,6 +190,8 @@ impl ContainerInfo {
             cgroups_path: None,
             rootfs: None,
             path_env: None,
+            readonly_rootfs: None,
+            cwd: None,
             post_mortem: None,
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
@@ -252,4 +258,6 @@ pub struct PostMortem {
     pub on_host: Option<Lookup>,
     /// Whether that program is in the container's image.
     pub in_image: Option<Lookup>,
+    /// A log line saying a write failed on a read-only filesystem (the last such line).
+    pub erofs: Option<crate::sources::logs::erofs::ErofsLine>,
 }

@@ -12,9 +12,11 @@ use tokio_util::sync::CancellationToken;
 use crate::catalogue::CatalogueError;
 use crate::config::Config;
 use crate::detect::container_exit::ContainerExitDetector;
+use crate::detect::host_fs_readonly::HostFsDetector;
 use crate::detect::missing_host_dep::MissingHostDepDetector;
 use crate::detect::oom_kill::OomKillDetector;
 use crate::detect::oom_risk::OomRiskDetector;
+use crate::detect::readonly_write::ReadOnlyWriteDetector;
 use crate::detect::Detector;
 use crate::engine::{Engine, Stopped};
 use crate::export::stdout::StdoutSink;
@@ -22,8 +24,10 @@ use crate::export::{self, Sink};
 use crate::sources::containerd_events::ContainerdEventsSource;
 use crate::sources::cri::post_mortem::PostMortemContext;
 use crate::sources::cri::{self, CriSource};
+use crate::sources::erofs_tracer::ErofsSource;
 use crate::sources::host::HostView;
 use crate::sources::host_deps::HostDepsSource;
+use crate::sources::host_fs::HostFsSource;
 use crate::sources::kmsg::KmsgSource;
 use crate::sources::logs::TailConfig;
 use crate::sources::memory::MemorySampler;
@@ -113,7 +117,21 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
         cri_handle,
     )
     .with_memory_nudge(Arc::clone(&memory_nudge));
-    let kmsg_source = KmsgSource::new(&config.host_root, config.kmsg.clone(), state.kmsg().cloned());
+    let fs_nudge = Arc::new(Notify::new());
+    let kmsg_source = KmsgSource::new(&config.host_root, config.kmsg.clone(), state.kmsg().cloned())
+        .with_fs_nudge(Arc::clone(&fs_nudge));
+    let host_fs = HostFsSource::new(&config.host_root, config.host_fs.clone(), fs_nudge);
+    let (tx, stop) = (source_tx.clone(), sources_stop.clone());
+    tasks.spawn(async move {
+        host_fs.run(tx, stop).await;
+        Ended::Source("host filesystem check")
+    });
+    let erofs = ErofsSource::new(&config.host_root, config.erofs.clone());
+    let (tx, stop) = (source_tx.clone(), sources_stop.clone());
+    tasks.spawn(async move {
+        erofs.run(tx, stop).await;
+        Ended::Source("read-only write tracer")
+    });
     let (tx, stop) = (source_tx.clone(), sources_stop.clone());
     tasks.spawn(async move {
         kmsg_source.run(tx, stop).await;
@@ -144,6 +162,8 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
         Box::new(MissingHostDepDetector::new(catalogue)),
         Box::new(OomKillDetector::new(config.oom.clone())),
         Box::new(OomRiskDetector::new(config.oom_risk.clone())),
+        Box::new(ReadOnlyWriteDetector::new(config.erofs.repeat_interval)),
+        Box::new(HostFsDetector::new(config.host_fs.paths.clone())),
     ];
     // An exit finished this long before a listing is surely recorded in it, or was reported
     // from its event after the grace period.

@@ -5,11 +5,14 @@
 pub mod cgroup;
 pub mod containerd_events;
 pub mod cri;
+pub mod erofs_tracer;
 pub mod host;
 pub mod host_deps;
+pub mod host_fs;
 pub mod kmsg;
 pub mod logs;
 pub mod memory;
+pub mod mountinfo;
 pub mod procfs;
 
 use std::time::SystemTime;
@@ -34,6 +37,10 @@ pub enum SourceEvent {
     Memory(Box<memory::MemorySnapshot>),
     /// A round of host dependency checks.
     HostDeps(std::sync::Arc<host_deps::HostReport>),
+    /// A write that failed with `EROFS`, from the kernel tracer.
+    Erofs(Box<erofs_tracer::ErofsEvent>),
+    /// A reading of the host's mount table.
+    HostMounts(std::sync::Arc<host_fs::HostMounts>),
 }
 
 /// A complete CRI listing.

@@ -410,6 +410,7 @@ fn a_program_missing_in_the_image_is_command_not_found_instead_of_an_exit() {
         on_host: missing(),
         in_image: missing(),
         log_error: None,
+        erofs: None,
     }));
     let out = h.feed(SourceEvent::CriContainer(Box::new(c.clone())));
     assert_eq!(out.len(), 1);

@@ -33,6 +33,7 @@ fn post_mortem(line: &str, on_host: Option<Lookup>, in_image: Option<Lookup>) ->
         exec_failure: parse_line(line),
         on_host,
         in_image,
+        erofs: None,
     }
 }
 

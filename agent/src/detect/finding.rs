@@ -37,6 +37,12 @@ pub enum FindingKind {
     /// A container's command, or a program it ran, is not in its image: the pod's command or
     /// image is wrong.
     CommandNotFound,
+    /// A container tried to write where the filesystem is read-only: its root filesystem, a
+    /// read-only volume, or a node filesystem the kernel made read-only.
+    ReadOnlyFilesystemWrite,
+    /// A filesystem of the node that pods need writable is read-only (a condition: it is
+    /// resolved when the filesystem is writable again).
+    HostFilesystemReadOnly,
 }
 
 impl FindingKind {
@@ -50,6 +56,8 @@ impl FindingKind {
             FindingKind::OomRisk => "OOMRisk",
             FindingKind::MissingHostDependency => "MissingHostDependency",
             FindingKind::CommandNotFound => "CommandNotFound",
+            FindingKind::ReadOnlyFilesystemWrite => "ReadOnlyFilesystemWrite",
+            FindingKind::HostFilesystemReadOnly => "HostFilesystemReadOnly",
         }
     }
 }
@@ -161,6 +169,8 @@ pub enum EvidenceSource {
     Host,
     /// The container's image (its snapshot's layers on the host).
     Image,
+    /// The kernel tracer (eBPF on syscall tracepoints).
+    Tracer,
 }
 
 /// One observation backing a finding.

@@ -31,8 +31,8 @@ impl Occurrences {
         }
     }
 
-    /// Records one occurrence of `finding` (seen at its `last_seen`), and sets its
-    /// `first_seen` and `count` from the history.
+    /// Records the occurrences of `finding` (seen at its `last_seen`; it stands for `count` of
+    /// them, at least one), and sets its `first_seen` and `count` from the history.
     pub fn record(&mut self, finding: &mut Finding) {
         if !self.seen.contains_key(&finding.fingerprint) && self.seen.len() >= self.capacity {
             self.forget_oldest();
@@ -45,7 +45,7 @@ impl Occurrences {
         });
         // The end of a condition is not another occurrence of it.
         if !finding.resolved {
-            seen.count += 1;
+            seen.count += finding.count.max(1);
         }
         seen.first = seen.first.min(at);
         seen.last = seen.last.max(at);

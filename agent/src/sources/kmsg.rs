@@ -12,6 +12,7 @@
 //! - Only kernel records (facility 0) count: text written to `/dev/kmsg` from user space, or
 //!   printed by a container, never makes a finding.
 
+pub mod fs_error;
 pub mod oom;
 pub mod record;
 
@@ -74,6 +75,15 @@ pub enum KmsgEvent {
         /// When it was logged, on the wall clock.
         at: Option<SystemTime>,
     },
+    /// The kernel reported a filesystem or block device error.
+    FsError {
+        /// What it said, parsed.
+        error: Box<fs_error::FsError>,
+        /// The kernel's line (cut to 1 KiB).
+        line: String,
+        /// When it was logged, on the wall clock.
+        at: Option<SystemTime>,
+    },
     /// Every record up to this position has been sent.
     Checkpoint(KmsgPosition),
 }
@@ -93,6 +103,8 @@ pub struct KmsgStats {
     pub oom_kills: AtomicU64,
     /// OOM reports that ended without a kill, or were cut short.
     pub abandoned_reports: AtomicU64,
+    /// Filesystem and block device errors reported.
+    pub fs_errors: AtomicU64,
 }
 
 /// The largest record read; the kernel's own limit is 8 KiB with its dictionary.
@@ -127,6 +139,7 @@ pub struct KmsgSource {
     config: KmsgConfig,
     start: Start,
     stats: Arc<KmsgStats>,
+    fs_nudge: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl KmsgSource {
@@ -148,7 +161,14 @@ impl KmsgSource {
             config,
             start,
             stats: Arc::default(),
+            fs_nudge: None,
         }
+    }
+
+    /// Wakes `nudge` whenever the kernel reports a filesystem error.
+    pub fn with_fs_nudge(mut self, nudge: Arc<tokio::sync::Notify>) -> Self {
+        self.fs_nudge = Some(nudge);
+        self
     }
 
     /// The source's counters.
@@ -176,6 +196,7 @@ impl KmsgSource {
             sent_seq: None,
             limit: RateLimit::new(self.config.max_records_per_second),
             tx,
+            fs_nudge: self.fs_nudge,
         };
         let mut start = self.start;
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -277,6 +298,8 @@ struct Reader {
     sent_seq: Option<u64>,
     limit: RateLimit,
     tx: mpsc::Sender<SourceEvent>,
+    /// Woken when the kernel reports a filesystem error (the host mount table is read again).
+    fs_nudge: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Reader {
@@ -406,6 +429,18 @@ impl Reader {
         self.stats
             .abandoned_reports
             .fetch_add(self.asm.abandoned - abandoned, Ordering::Relaxed);
+        if let Some(error) = fs_error::parse_line(record.text) {
+            let cut = fs_error::cut;
+            self.stats.fs_errors.fetch_add(1, Ordering::Relaxed);
+            if let Some(nudge) = &self.fs_nudge {
+                nudge.notify_one();
+            }
+            events.push(KmsgEvent::FsError {
+                error: Box::new(error),
+                line: cut(record.text, 1024).to_owned(),
+                at: wall_clock(record.usec),
+            });
+        }
         if let Some(kill) = kill {
             self.stats.oom_kills.fetch_add(1, Ordering::Relaxed);
             let at = wall_clock(record.usec);

@@ -41,7 +41,7 @@ fn kill_pids(events: &[KmsgEvent]) -> Vec<u32> {
         .iter()
         .filter_map(|e| match e {
             KmsgEvent::OomKill { kill, .. } => Some(kill.pid),
-            KmsgEvent::Checkpoint(_) => None,
+            KmsgEvent::Checkpoint(_) | KmsgEvent::FsError { .. } => None,
         })
         .collect()
 }

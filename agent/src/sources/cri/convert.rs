@@ -72,6 +72,8 @@ pub(crate) struct VerboseInfo {
     pub(crate) cgroups_path: Option<String>,
     pub(crate) rootfs: Option<SnapshotRef>,
     pub(crate) path_env: Option<String>,
+    pub(crate) readonly_rootfs: Option<bool>,
+    pub(crate) cwd: Option<String>,
 }
 
 /// Reads containerd's verbose container info (a JSON document under the key `info`).
@@ -117,6 +119,15 @@ pub(crate) fn verbose_info(info: &HashMap<String, String>) -> VerboseInfo {
             .flatten()
             .filter_map(serde_json::Value::as_str)
             .find_map(|v| v.strip_prefix("PATH="))
+            .map(str::to_owned),
+        readonly_rootfs: doc
+            .pointer("/runtimeSpec/root/readonly")
+            .and_then(serde_json::Value::as_bool)
+            .or_else(|| doc.pointer("/runtimeSpec/root").map(|_| false)),
+        cwd: doc
+            .pointer("/runtimeSpec/process/cwd")
+            .and_then(serde_json::Value::as_str)
+            .filter(|c| c.starts_with('/'))
             .map(str::to_owned),
     }
 }
@@ -171,6 +182,8 @@ pub(crate) fn container_from_status(
         cgroups_path: info.cgroups_path,
         rootfs: info.rootfs,
         path_env: info.path_env,
+        readonly_rootfs: info.readonly_rootfs,
+        cwd: info.cwd,
         post_mortem: None,
         labels,
         annotations: sorted(status.annotations),
@@ -262,7 +275,8 @@ mod tests {
             "info".to_owned(),
             r#"{"sandboxID":"sb-1","pid":4242,"snapshotter":"overlayfs","snapshotKey":"abc",
                 "runtimeSpec":{"linux":{"cgroupsPath":"/kubepods/burstable/podu-1/abc"},
-                "process":{"env":["HOME=/root","PATH=/usr/bin:/bin"]}}}"#
+                "root":{"path":"rootfs","readonly":true},
+                "process":{"env":["HOME=/root","PATH=/usr/bin:/bin"],"cwd":"/app"}}}"#
                 .to_owned(),
         );
         assert_eq!(
@@ -276,8 +290,16 @@ mod tests {
                     key: "abc".into()
                 }),
                 path_env: Some("/usr/bin:/bin".into()),
+                readonly_rootfs: Some(true),
+                cwd: Some("/app".into()),
             }
         );
+        // The OCI spec's default: a root without `readonly` is writable.
+        info.insert(
+            "info".to_owned(),
+            r#"{"runtimeSpec":{"root":{"path":"rootfs"}}}"#.to_owned(),
+        );
+        assert_eq!(verbose_info(&info).readonly_rootfs, Some(false));
         info.insert("info".to_owned(), "{not json".to_owned());
         assert_eq!(verbose_info(&info), VerboseInfo::default());
     }

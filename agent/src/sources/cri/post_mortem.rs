@@ -16,6 +16,7 @@ use tonic::transport::Channel;
 
 use crate::model::{ContainerInfo, ContainerState, Lookup, PostMortem, SnapshotRef};
 use crate::sources::host::{find_program, HostView, Layers, ProgramLookup, DEFAULT_PATH};
+use crate::sources::logs::erofs;
 use crate::sources::logs::exec_failure::{self, ExecFailure};
 use crate::sources::logs::{read_tail, TailConfig};
 
@@ -162,6 +163,7 @@ pub async fn examine(c: &ContainerInfo, cx: &PostMortemContext, channel: Channel
         .unwrap_or_default();
     pm.exec_failure = exec_failure::parse_line(&c.message)
         .or_else(|| exec_failure::find_exec_failure(lines.iter().copied()));
+    pm.erofs = erofs::find_erofs(lines.iter().copied());
     let start = lines.len().saturating_sub(EVIDENCE_LINES);
     pm.log_tail = lines[start..].iter().map(|l| (*l).to_owned()).collect();
     if let Some(ExecFailure {
