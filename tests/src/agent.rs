@@ -56,7 +56,22 @@ impl Agent {
     /// Starts `podmortem run --output json` against `socket`, with state in `state_dir`, plus
     /// `extra` arguments.
     pub fn start(socket: &Path, state_dir: &Path, extra: &[&str]) -> Result<Agent> {
-        let mut child = Command::new(Self::binary()?)
+        Self::start_wrapped(&[], socket, state_dir, extra)
+    }
+
+    /// As [`Agent::start`], run through `wrapper` (a command and its arguments that runs the
+    /// rest of its command line, such as `setpriv` with fewer capabilities).
+    pub fn start_wrapped(wrapper: &[&str], socket: &Path, state_dir: &Path, extra: &[&str]) -> Result<Agent> {
+        let binary = Self::binary()?;
+        let mut command = match wrapper {
+            [] => Command::new(&binary),
+            [program, args @ ..] => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&binary);
+                c
+            }
+        };
+        let mut child = command
             .arg("run")
             .arg("--containerd-address")
             .arg(socket)

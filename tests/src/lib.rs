@@ -15,6 +15,7 @@ pub mod containerd;
 pub mod cri;
 pub mod host;
 pub mod image;
+pub mod loopfs;
 
 /// Errors of the test bed: a message saying what failed and why.
 #[derive(Debug, thiserror::Error)]

@@ -6,8 +6,15 @@
 //! - footprint: the agent's resident memory and CPU time while it watches N running
 //!   containers (one per pod, so N shims and N pause sandboxes besides), across resyncs.
 //!
+//! - OOM kill → finding latency, from the kernel log's time of the kill.
+//! - read-only writes: the time from the failing syscall (the tracer's timestamp) to the
+//!   finding, in a running container and in a container's first instant; and the cost of
+//!   about 10,000 failing writes per second: the agent's CPU time and the kernel programs' own
+//!   run time (`kernel.bpf_stats_enabled`).
+//!
 //! Environment: `PODMORTEM_BIN` (the agent to measure, release build by `make bench`),
-//! `BENCH_EXITS` (default 40), `BENCH_CONTAINERS` (default 50).
+//! `BENCH_EXITS` (default 40), `BENCH_CONTAINERS` (default 50), `BENCH_EROFS_SECONDS`
+//! (default 10).
 
 use std::time::Duration;
 
@@ -67,7 +74,12 @@ async fn bench() -> Result<()> {
     let bed = TestBed::start().await?;
     let config = bed.containerd.dir().join("bench.yaml");
     // Resync every 5s so the footprint includes several full listings.
-    std::fs::write(&config, "cri:\n  resync_interval: 5s\n").context("bench config")?;
+    // Repeats of a read-only write are reported every second, so the count is current.
+    std::fs::write(
+        &config,
+        "cri:\n  resync_interval: 5s\nerofs:\n  repeat_interval: 1s\n",
+    )
+    .context("bench config")?;
     let mut agent = bed.agent(&["--config", config.to_str().ok_or_else(|| err("path"))?])?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     println!("agent: {}", podmortem_e2e::agent::Agent::binary()?.display());
@@ -135,6 +147,8 @@ async fn bench() -> Result<()> {
         kill_latencies.last().copied().unwrap_or(f64::NAN)
     );
 
+    read_only_writes(&bed, &mut agent).await?;
+
     // Footprint while watching running containers.
     let pid = agent.pid().ok_or_else(|| err("agent exited"))?;
     let mut pods = Vec::with_capacity(containers);
@@ -172,5 +186,156 @@ async fn bench() -> Result<()> {
         bed.cri.remove_pod(p).await?;
     }
     agent.stop().await?;
+    Ok(())
+}
+
+/// Time from the failing syscall (the tracer evidence's time) to the finding line.
+fn syscall_latency_ms(got: &podmortem_e2e::agent::Received) -> Result<f64> {
+    let at = podmortem_e2e::agent::evidence(&got.finding, "tracer")
+        .and_then(|e| e.get("at"))
+        .and_then(|t| t.as_str())
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+        .ok_or_else(|| err("a read-only write finding without tracer evidence"))?;
+    Ok(got
+        .at
+        .duration_since(at)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0))
+}
+
+fn summary(what: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "{what} over {}: median {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        ms.len(),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.9),
+        ms.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+/// The kernel programs' run time and run count, summed over the agent's BPF program
+/// descriptors (counted only while `kernel.bpf_stats_enabled` is 1).
+fn bpf_run_stats(pid: u32) -> (u64, u64) {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return (0, 0);
+    };
+    let mut total = (0, 0);
+    for fd in fds.flatten() {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        if !info.contains("prog_type:") {
+            continue;
+        }
+        let value = |key: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        total.0 += value("run_time_ns:");
+        total.1 += value("run_cnt:");
+    }
+    total
+}
+
+async fn read_only_writes(bed: &TestBed, agent: &mut podmortem_e2e::agent::Agent) -> Result<()> {
+    agent
+        .wait_for_log("read-only write tracer attached", Duration::from_secs(20))
+        .await?;
+    // A running container writing a new path every 300 ms.
+    let writes = env_usize("BENCH_EROFS_WRITES", 20);
+    let pod = bed.cri.run_pod(&PodSpec::new("bench", "rofs-running")).await?;
+    let spec = ContainerSpec {
+        readonly_rootfs: true,
+        ..ContainerSpec::shell(
+            "app",
+            &format!("sleep 1; i=0; while [ $i -lt {writes} ]; do echo x 2>/dev/null > /w$i; i=$((i+1)); sleep 0.3; done; sleep 3600"),
+        )
+    };
+    let id = bed.cri.run_container(&pod, &spec).await?;
+    let mut running = Vec::with_capacity(writes);
+    for i in 0..writes {
+        let path = format!("/w{i}");
+        let got = agent
+            .wait_for("bench read-only write", Duration::from_secs(20), |f| {
+                field(f, "/subject/container_id") == id
+                    && f.to_string().contains(&format!("\"path\":\"{path}\""))
+            })
+            .await?;
+        running.push(syscall_latency_ms(&got)?);
+    }
+    summary("failing syscall -> finding, running container,", running);
+
+    // Containers whose first instant is the failing write: the runtime lists them after it.
+    // Each has a name of its own, so no report is held back as a repeat of the last.
+    let starts = env_usize("BENCH_EROFS_STARTS", 10);
+    let mut first = Vec::with_capacity(starts);
+    for attempt in 0..starts {
+        let spec = ContainerSpec {
+            readonly_rootfs: true,
+            ..ContainerSpec::shell(&format!("fresh-{attempt}"), "echo x > /data.txt; exit 1")
+        };
+        let id = bed.cri.run_container(&pod, &spec).await?;
+        let got = agent
+            .wait_for("bench first-instant write", Duration::from_secs(20), |f| {
+                field(f, "/subject/container_id") == id && field(f, "/kind") == "ReadOnlyFilesystemWrite"
+            })
+            .await?;
+        first.push(syscall_latency_ms(&got)?);
+    }
+    summary(
+        "failing syscall -> finding, a new container's first write,",
+        first,
+    );
+
+    // About 10,000 failing writes a second from one container.
+    let seconds = env_usize("BENCH_EROFS_SECONDS", 10);
+    let stats = std::path::Path::new("/proc/sys/kernel/bpf_stats_enabled");
+    let stats_were = std::fs::read_to_string(stats).unwrap_or_default();
+    std::fs::write(stats, "1").context("cannot enable kernel.bpf_stats_enabled")?;
+    let pid = agent.pid().ok_or_else(|| err("agent exited"))?;
+    let (_, cpu_before) = footprint(pid)?;
+    let (bpf_ns_before, bpf_runs_before) = bpf_run_stats(pid);
+    let spec = ContainerSpec {
+        readonly_rootfs: true,
+        ..ContainerSpec::shell(
+            "flood",
+            &format!(
+                "end=$(( $(date +%s) + {seconds} )); while [ $(date +%s) -lt $end ]; do i=0; \
+                 while [ $i -lt 750 ]; do echo x 2>/dev/null > /flood; i=$((i+1)); done; usleep 50000; done; sleep 3600"
+            ),
+        )
+    };
+    let started = std::time::Instant::now();
+    let flood = bed.cri.run_container(&pod, &spec).await?;
+    tokio::time::sleep(Duration::from_secs(u64::try_from(seconds).unwrap_or(10) + 1)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (_, cpu_after) = footprint(pid)?;
+    let (bpf_ns_after, bpf_runs_after) = bpf_run_stats(pid);
+    std::fs::write(stats, stats_were.trim()).context("cannot restore kernel.bpf_stats_enabled")?;
+    // The count arrives with the next report (every second here).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let _ = agent
+        .wait_for("nothing", Duration::from_millis(200), |_| false)
+        .await;
+    let failed = agent
+        .seen()
+        .iter()
+        .filter(|r| field(&r.finding, "/subject/container_id") == flood)
+        .filter_map(|r| r.finding["count"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let rate = failed as f64 / seconds as f64;
+    let tick = 100.0; // USER_HZ on Linux
+    let agent_cpu = (cpu_after - cpu_before) as f64 / tick / elapsed * 100.0;
+    let bpf_cpu = (bpf_ns_after - bpf_ns_before) as f64 / 1e9 / elapsed * 100.0;
+    let runs = bpf_runs_after - bpf_runs_before;
+    println!(
+        "{failed} failing writes in {seconds} s ({rate:.0}/s): agent CPU {agent_cpu:.2}% of one core; \
+         kernel programs {bpf_cpu:.2}% of one core ({runs} runs, {:.0} ns each, every watched syscall of the node included)",
+        (bpf_ns_after - bpf_ns_before) as f64 / runs.max(1) as f64
+    );
+    bed.cri.remove_pod(&pod).await?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use podmortem_e2e::agent::Agent;
 use podmortem_e2e::cri::{ContainerSpec, Pod, PodSpec};
+use podmortem_e2e::loopfs::LoopFs;
 use podmortem_e2e::{Context, Result, TestBed};
 
 #[allow(clippy::print_stderr)]
@@ -46,6 +47,18 @@ async fn demo() -> Result<()> {
         bed.containerd.socket().display()
     ));
 
+    // A node disk of its own (a loop device), watched like containerd's and kubelet's.
+    let mut disk = LoopFs::new(bed.containerd.dir(), "node-disk")?;
+    let config = bed.containerd.dir().join("podmortem.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "host_fs:\n  interval: 1s\n  paths: [/var/lib/containerd, /var/lib/kubelet, /var/log, {}]\n",
+            disk.dir.display()
+        ),
+    )
+    .context("cannot write the agent's config")?;
+
     let log_path = bed.containerd.dir().join("podmortem.log");
     let log = std::fs::File::create(&log_path).context("cannot create the agent log")?;
     let mut agent = tokio::process::Command::new(Agent::binary()?)
@@ -54,7 +67,8 @@ async fn demo() -> Result<()> {
         .arg(bed.containerd.socket())
         .arg("--state-dir")
         .arg(bed.containerd.dir().join("agent-state"))
-        .args(["--node-name", "demo-node", "--output", "text"])
+        .args(["--node-name", "demo-node", "--output", "text", "--config"])
+        .arg(&config)
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(log)
@@ -152,6 +166,35 @@ async fn demo() -> Result<()> {
     };
     run_and_wait(&bed, &cms, spec).await?;
 
+    say("web/nginx edits its config at start; the config is a ConfigMap volume, always read-only");
+    let nginx_pod = PodSpec::new("web", "nginx-6f7d");
+    let volume = bed.containerd.dir().join(format!(
+        "kubelet/pods/{}/volumes/kubernetes.io~configmap/nginx-conf",
+        nginx_pod.uid
+    ));
+    std::fs::create_dir_all(&volume).context("cannot create the ConfigMap volume")?;
+    std::fs::write(volume.join("default.conf"), "server { listen 80; }\n")
+        .context("cannot write the ConfigMap")?;
+    let nginx = bed.cri.run_pod(&nginx_pod).await?;
+    let spec = ContainerSpec {
+        mounts: vec![(volume, "/etc/nginx/conf.d".into(), true)],
+        ..ContainerSpec::shell(
+            "nginx",
+            "sed -i 's/listen 80/listen 8080/' /etc/nginx/conf.d/default.conf",
+        )
+    };
+    run_and_wait(&bed, &nginx, spec).await?;
+
+    say(&format!(
+        "The node's disk mounted at {} fails: the kernel logs an ext4 error and makes it read-only",
+        disk.dir.display()
+    ));
+    disk.trigger_error("demo: simulated disk failure")?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    say("... it is repaired and unmounted: podmortem clears the finding by itself");
+    disk.unmount()?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
     say("`podmortem check --rule longhorn`: the same host check, one-shot, for node image pipelines");
     let status = tokio::process::Command::new(Agent::binary()?)
         .args(["check", "--rule", "longhorn"])
@@ -170,7 +213,7 @@ async fn demo() -> Result<()> {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), agent.wait()).await;
-    for pod in [&healthy, &api, &manager, &csi, &report, &worker, &cms] {
+    for pod in [&healthy, &api, &manager, &csi, &report, &worker, &cms, &nginx] {
         bed.cri.remove_pod(pod).await?;
     }
     Ok(())
