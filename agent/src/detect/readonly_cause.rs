@@ -202,7 +202,15 @@ pub fn classify(
                 host_path,
             }
         } else {
+            // A writable mount: the host filesystem below it may be read-only. For the
+            // container's overlay root, that is the one holding its upper directory.
+            let upper = m
+                .super_options
+                .iter()
+                .find_map(|o| o.strip_prefix("upperdir="))
+                .map(str::to_owned);
             host_path
+                .or(upper)
                 .as_deref()
                 .and_then(|p| host_read_only(host, p))
                 .unwrap_or(Cause::Unknown)

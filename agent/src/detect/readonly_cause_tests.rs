@@ -607,3 +607,23 @@ fn garbage_host_paths_name_no_volume() {
         assert_eq!(volume_from_host_path(path), None, "{path:?}");
     }
 }
+
+#[test]
+fn a_writable_overlay_root_whose_upper_directory_is_on_a_read_only_host_filesystem() {
+    let table = MountTable::parse(
+        b"1 0 0:40 / / rw,relatime - overlay overlay rw,lowerdir=/var/lib/containerd/l1,upperdir=/var/lib/containerd/snap/9/fs,workdir=/var/lib/containerd/snap/9/work\n",
+    );
+    let host = MountTable::parse(
+        b"20 1 7:0 / /var/lib/containerd rw,relatime - ext4 /dev/loop0 rw,errors=remount-ro,emergency_ro\n",
+    );
+    let root = table.covering("/data.txt").cloned();
+    let v = classify("/data.txt", root.as_ref(), None, Some(&host));
+    assert_eq!(
+        v.cause,
+        Cause::HostFilesystem {
+            device: "/dev/loop0".into(),
+            host_mount_point: Some("/var/lib/containerd".into()),
+            after_error: true,
+        }
+    );
+}
