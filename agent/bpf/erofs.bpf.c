@@ -54,6 +54,7 @@ static u64 (*bpf_ktime_get_boot_ns)(void) = (void *)125;
 
 #define EROFS 30
 #define NO_ARG 0xff
+#define AT_FDCWD -100
 
 // How the `flags_arg` of a spec is read.
 #define FLAGS_NONE 0
@@ -80,14 +81,16 @@ struct spec {
     u8 path_arg;  // which argument is the path (NO_ARG: none)
     u8 flags_arg; // which argument holds the open flags (NO_ARG: none)
     u8 flags_kind;
-    u32 flags_mask; // remember the call only when (flags & mask) != 0
+    u8 dirfd_arg; // which argument is the directory a relative path starts from (NO_ARG: none)
+    u8 _pad;
+    u16 flags_mask; // remember the call only when (flags & mask) != 0
 };
 
 struct pending {
     u64 path;  // user address of the path argument
     u64 flags; // open flags, when the syscall has them
     u32 nr;
-    u32 _pad;
+    s32 dirfd; // AT_FDCWD (-100) when the syscall has none
 };
 
 struct event {
@@ -100,6 +103,8 @@ struct event {
     s32 ret;
     u32 mnt_ns;
     u32 status; // EVENT_* bits
+    s32 dirfd;  // the directory a relative path starts from; AT_FDCWD (-100): the working one
+    u32 _pad;
     char comm[COMM_LEN];
     char cgroup[CGROUP_LEN];
     char path[PATH_LEN];
@@ -220,6 +225,7 @@ int erofs_enter(struct enter_ctx *ctx) {
         .path = spec->path_arg < 6 ? arg(args, spec->path_arg) : 0,
         .flags = flags,
         .nr = nr,
+        .dirfd = spec->dirfd_arg < 6 ? (s32)arg(args, spec->dirfd_arg) : AT_FDCWD,
     };
     u64 id = bpf_get_current_pid_tgid();
     bpf_map_update_elem(&pending, &id, &p, 0);
@@ -229,9 +235,12 @@ int erofs_enter(struct enter_ctx *ctx) {
 SEC("tracepoint/syscalls/erofs_exit")
 int erofs_exit(struct exit_ctx *ctx) {
     u64 id = bpf_get_current_pid_tgid();
-    struct pending *p = bpf_map_lookup_elem(&pending, &id);
-    if (!p)
+    struct pending *entry = bpf_map_lookup_elem(&pending, &id);
+    if (!entry)
         return 0;
+    // Copied at once: the LRU table may recycle the element while this program runs.
+    struct pending call = *entry;
+    struct pending *p = &call;
     if (ctx->ret != -EROFS) {
         bpf_map_delete_elem(&pending, &id);
         return 0;
@@ -251,6 +260,8 @@ int erofs_exit(struct exit_ctx *ctx) {
     e->ret = (s32)ctx->ret;
     e->status = 0;
     e->mnt_ns = 0;
+    e->dirfd = p->dirfd;
+    e->_pad = 0;
     e->path[0] = 0;
     e->cgroup[0] = 0;
     bpf_get_current_comm(e->comm, sizeof(e->comm));

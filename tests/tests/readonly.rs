@@ -202,6 +202,14 @@ async fn read_only_volume_write_is_caught_from_the_log_without_the_tracer() {
     read_only_volume(false, WRITE_SCRIPT, "/config/app.conf", &[]).await;
 }
 
+/// A relative path is resolved against the process's working directory (read while it lives):
+/// the cause is the volume, not a guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_path_is_resolved_from_the_working_directory_by_the_tracer() {
+    let script = "echo ok > /work/ok.txt && cd /config && echo x > rel.txt; sleep 1; exit 1";
+    read_only_volume(true, script, "rel.txt", &["open", "openat", "creat"]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mkdir_on_a_read_only_volume_is_caught_by_the_tracer() {
     read_only_volume(true, MKDIR_SCRIPT, "/config/cache", &["mkdir", "mkdirat"]).await;

@@ -60,9 +60,16 @@ impl HostFsDetector {
 
     fn note(&mut self, error: &FsError, line: &str, at: Option<SystemTime>, now: SystemTime) {
         if !self.devices.contains_key(&error.device) && self.devices.len() >= MAX_DEVICES {
+            // Never the device of a finding still raised: it would be resolved by mistake.
+            let active: Vec<&str> = self
+                .active
+                .keys()
+                .map(|(device, _)| device.rsplit('/').next().unwrap_or(device))
+                .collect();
             let oldest = self
                 .devices
                 .iter()
+                .filter(|(d, _)| !active.contains(&d.as_str()))
                 .min_by_key(|(_, n)| n.last)
                 .map(|(d, _)| d.clone());
             if let Some(d) = oldest {
@@ -103,8 +110,13 @@ impl HostFsDetector {
                     .push(p.into_owned());
             }
         }
+        // A device the kernel complained about counts when its filesystem as a whole is
+        // read-only; a read-only bind of it elsewhere (a snap, a container's volume) does not.
         for device in self.devices.keys() {
-            for m in table.by_device(device) {
+            for m in table
+                .by_device(device)
+                .filter(|m| m.super_read_only() || m.emergency_read_only())
+            {
                 candidates
                     .entry(key(m))
                     .or_insert_with(|| (m.clone(), Vec::new()));

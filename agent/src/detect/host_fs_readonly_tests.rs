@@ -419,3 +419,26 @@ fn a_device_that_stays_read_only_stays_raised_after_the_kernel_falls_silent() {
         later.iter().map(|f| &f.summary).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_read_only_bind_of_a_device_the_kernel_named_is_not_the_node_filesystem() {
+    let mut h = Harness::new();
+    h.feed(
+        kmsg(
+            "Buffer I/O error on dev loop0, logical block 0, lost async page write",
+            0,
+        ),
+        0,
+    );
+    // The filesystem is writable; one bind of it is read-only on purpose.
+    let bind = "61 22 7:0 /snap /mnt/snap ro,relatime - ext4 /dev/loop0 rw,errors=remount-ro\n";
+    let out = h.feed(
+        reading(&[ROOT, &scratch("rw", "rw,errors=remount-ro"), bind], 5),
+        5,
+    );
+    assert!(
+        out.is_empty(),
+        "{:?}",
+        out.iter().map(|f| &f.summary).collect::<Vec<_>>()
+    );
+}

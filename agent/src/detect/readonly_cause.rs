@@ -178,7 +178,14 @@ pub fn classify(
             Cause::SystemMount {
                 fs_type: m.fs_type.clone(),
             }
-        } else if m.super_read_only() || m.emergency_read_only() {
+        } else if m.emergency_read_only()
+            || (m.super_read_only()
+                && host_path
+                    .as_deref()
+                    .and_then(|p| host_read_only(host, p))
+                    .is_some())
+        {
+            // Made read-only by the kernel after an error, or read-only on the host itself.
             Cause::HostFilesystem {
                 device: if m.source.starts_with('/') {
                     m.source.clone()
@@ -193,9 +200,10 @@ pub fn classify(
             }
         } else if m.mount_read_only() && m.mount_point == "/" {
             Cause::ReadOnlyRootfs
-        } else if m.mount_read_only() {
+        } else if m.mount_read_only() || m.super_read_only() {
             // Kubelet bind-mounts a volume from the host; the mount's root names it when the
-            // runtime's list does not.
+            // runtime's list does not. A filesystem read-only by nature (a read-only NFS export
+            // or PersistentVolume, squashfs, an image volume) is a read-only volume too.
             let host_path = host_path.or_else(|| (m.root != "/").then(|| m.root.clone()));
             Cause::ReadOnlyVolume {
                 volume: host_path.as_deref().and_then(volume_from_host_path),

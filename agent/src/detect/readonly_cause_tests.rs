@@ -284,20 +284,20 @@ fn an_emergency_read_only_superblock_is_the_host_filesystem_after_an_error() {
 }
 
 #[test]
-fn a_read_only_superblock_without_a_device_path_names_major_minor() {
+fn a_filesystem_read_only_by_nature_is_a_read_only_volume_not_the_node() {
+    // A tmpfs (or NFS export, squashfs, read-only PV) mounted read-only as a whole: nothing
+    // says the node's own filesystem failed.
     let m = mount("1541 1523 0:61 / /scratch rw,relatime - tmpfs tmpfs ro,size=1024k");
     let v = classify("/scratch/x", Some(&m), None, None);
     assert_eq!(
         v.cause,
-        Cause::HostFilesystem {
-            device: "0:61".into(),
-            host_mount_point: None,
-            after_error: false,
+        Cause::ReadOnlyVolume {
+            volume: None,
+            host_path: None,
         }
     );
     let h = hint(&v.cause, "/scratch/x", v.mount_point.as_deref());
-    assert!(h.contains("on 0:61 is mounted read-only"), "{h}");
-    assert!(h.contains("Remount it read-write"), "{h}");
+    assert!(h.contains("read-only mount at /scratch"), "{h}");
 }
 
 #[test]

@@ -82,6 +82,8 @@ pub struct ReadOnlyWriteDetector {
     exits: Recent<(String, Option<SystemTime>)>,
     /// Tracer events dropped: their container was never listed by the runtime.
     not_cri: u64,
+    /// Containers reported from their log (a tracer event arriving later adds nothing).
+    logged: Recent<String>,
 }
 
 impl ReadOnlyWriteDetector {
@@ -95,6 +97,7 @@ impl ReadOnlyWriteDetector {
             traced: Recent::default(),
             exits: Recent::default(),
             not_cri: 0,
+            logged: Recent::default(),
         }
     }
 
@@ -154,6 +157,11 @@ impl ReadOnlyWriteDetector {
     }
 
     fn on_traced(&mut self, e: &ErofsEvent, c: &ContainerInfo, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        // The exit was already reported from the log (the tracer's event came late): the same
+        // failure must not be counted twice.
+        if self.logged.contains(&c.id) {
+            return;
+        }
         self.traced.insert(c.id.clone());
         let path = e.resolved_path.as_deref().unwrap_or(&e.path);
         let mount = match &e.mount {
@@ -224,6 +232,7 @@ impl ReadOnlyWriteDetector {
         if self.traced.contains(&c.id) {
             return;
         }
+        self.logged.insert(c.id.clone());
         let at = c.finished_at.unwrap_or(cx.now);
         let path = line.path.as_deref().map(|p| {
             if p.starts_with('/') {

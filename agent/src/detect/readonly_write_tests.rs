@@ -667,3 +667,14 @@ fn control_characters_in_a_path_do_not_reach_the_hint() {
         assert!(!out[0].hint.contains('\n'), "{:?}", out[0].hint);
     }
 }
+
+#[test]
+fn a_tracer_event_arriving_after_the_log_reported_the_exit_is_not_counted_again() {
+    let mut h = Harness::with(vec![app(ID)]);
+    let line = "touch: /config/app.yaml: Read-only file system";
+    let out = h.feed(cri(exited(app(ID), 50, line)), 60);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].evidence[0].source, EvidenceSource::Log);
+    assert!(h.feed(erofs(traced(ID, "/config/app.yaml", 5)), 61).is_empty());
+    assert!(h.tick(100).is_empty(), "no held-back count either");
+}

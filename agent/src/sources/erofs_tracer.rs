@@ -223,25 +223,46 @@ impl Window {
 fn enrich(raw: &RawEvent, at: SystemTime, container_id: Option<String>, host_root: &Path) -> ErofsEvent {
     let path = String::from_utf8_lossy(&raw.path).into_owned();
     let proc_dir = host_root.join("proc").join(raw.tgid.to_string());
+    // The pid may have been reused since the call: its files count only while it is still in
+    // the mount namespace the kernel reported.
+    let same_process = raw.mnt_ns == 0
+        || std::fs::read_link(proc_dir.join("ns/mnt"))
+            .is_ok_and(|ns| ns.to_string_lossy() == format!("mnt:[{}]", raw.mnt_ns));
+    // A relative path starts from the directory descriptor the `*at` call passed, else from
+    // the working directory; either link, read from another mount namespace, reads relative to
+    // that namespace's root: the container's view.
+    let start = if raw.dirfd == event::AT_FDCWD {
+        "cwd".to_owned()
+    } else {
+        format!("fd/{}", raw.dirfd)
+    };
     let resolved_path = if raw.path_unreadable || raw.path.is_empty() {
         None
     } else if path.starts_with('/') {
         normalize(&path)
-    } else {
-        // The working directory as the process sees it: a link in another mount namespace
-        // reads relative to that namespace's root.
-        std::fs::read_link(proc_dir.join("cwd"))
+    } else if same_process {
+        std::fs::read_link(proc_dir.join(&start))
             .ok()
-            .and_then(|cwd| normalize(&format!("{}/{path}", cwd.to_string_lossy())))
+            .filter(|dir| dir.is_absolute())
+            .and_then(|dir| normalize(&format!("{}/{path}", dir.to_string_lossy())))
+    } else {
+        None
     };
     let mount = match &resolved_path {
         None if raw.path_unreadable => {
             MountLookup::Unknown("the path could not be read from the process".into())
         }
-        None => MountLookup::Unknown(format!(
-            "the relative path {path:?} could not be resolved: the working directory of pid {} is unknown",
+        None if !same_process => MountLookup::Unknown(format!(
+            "pid {} exited before the relative path {path:?} could be resolved",
             raw.tgid
         )),
+        None => MountLookup::Unknown(format!(
+            "the relative path {path:?} could not be resolved: /proc/{}/{start} is unreadable",
+            raw.tgid
+        )),
+        Some(_) if !same_process => {
+            MountLookup::Unknown(format!("pid {} exited before its mount table was read", raw.tgid))
+        }
         Some(p) => match MountTable::read(&proc_dir.join("mountinfo")) {
             Ok(table) => match table.covering(p) {
                 Some(m) => MountLookup::Found(Box::new(m.clone())),

@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::sources::mountinfo::MountTable;
 use crate::sources::SourceEvent;
 
+/// The shortest time between two readings asked for by the kernel log.
+const NUDGE_GAP: Duration = Duration::from_millis(500);
+
 /// Settings of the host filesystem check (`host_fs:` in the config file).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -92,12 +95,22 @@ impl HostFsSource {
         let mut interval = tokio::time::interval(self.config.interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut last = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = interval.tick() => {}
-                () = self.nudge.notified() => {}
+                () = self.nudge.notified() => {
+                    // A storm of kernel errors is one reading every NUDGE_GAP, not one each.
+                    if let Some(wait) = last.map(|l: tokio::time::Instant| NUDGE_GAP.saturating_sub(l.elapsed())) {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(wait) => {}
+                        }
+                    }
+                }
             }
+            last = Some(tokio::time::Instant::now());
             let reading = self.read();
             match &reading.table {
                 Err(error) if !failing => {

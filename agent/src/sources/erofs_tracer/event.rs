@@ -8,7 +8,11 @@ pub const CGROUP_LEN: usize = 128;
 /// Length of the path field, terminating NUL included: longer paths are cut.
 pub const PATH_LEN: usize = 512;
 /// Size of one record.
-pub const EVENT_LEN: usize = 48 + COMM_LEN + CGROUP_LEN + PATH_LEN;
+pub const EVENT_LEN: usize = HEADER_LEN + COMM_LEN + CGROUP_LEN + PATH_LEN;
+/// The fixed-size fields before the strings.
+const HEADER_LEN: usize = 56;
+/// `AT_FDCWD`: a relative path starts from the working directory.
+pub const AT_FDCWD: i32 = -100;
 
 const PATH_TRUNCATED: u32 = 1;
 const PATH_UNREADABLE: u32 = 2;
@@ -33,6 +37,8 @@ pub struct RawEvent {
     pub ret: i32,
     /// The inode number of the thread's mount namespace (0 if unreadable).
     pub mnt_ns: u32,
+    /// The directory a relative path starts from: a descriptor, or [`AT_FDCWD`].
+    pub dirfd: i32,
     /// The command name.
     pub comm: Vec<u8>,
     /// The name of the thread's memory cgroup directory.
@@ -77,7 +83,7 @@ impl RawEvent {
             return Err(BadRecord(b.len()));
         }
         let status = u32_at(b, 44);
-        let (comm, rest) = b[48..].split_at(COMM_LEN);
+        let (comm, rest) = b[HEADER_LEN..].split_at(COMM_LEN);
         let (cgroup, path) = rest.split_at(CGROUP_LEN);
         Ok(RawEvent {
             boot_ns: u64_at(b, 0),
@@ -88,6 +94,7 @@ impl RawEvent {
             nr: u32_at(b, 32),
             ret: i32::from_ne_bytes(u32_at(b, 36).to_ne_bytes()),
             mnt_ns: u32_at(b, 40),
+            dirfd: i32::from_ne_bytes(u32_at(b, 48).to_ne_bytes()),
             comm: c_string(comm),
             cgroup: c_string(cgroup),
             path: c_string(path),
@@ -113,12 +120,13 @@ pub(crate) fn encode(e: &RawEvent) -> Vec<u8> {
         + u32::from(e.path_unreadable) * PATH_UNREADABLE
         + u32::from(e.cgroup_unreadable) * CGROUP_UNREADABLE;
     b[44..48].copy_from_slice(&status.to_ne_bytes());
+    b[48..52].copy_from_slice(&e.dirfd.to_ne_bytes());
     let put = |b: &mut [u8], at: usize, len: usize, s: &[u8]| {
         let n = s.len().min(len - 1);
         b[at..at + n].copy_from_slice(&s[..n]);
     };
-    put(&mut b, 48, COMM_LEN, &e.comm);
-    put(&mut b, 48 + COMM_LEN, CGROUP_LEN, &e.cgroup);
-    put(&mut b, 48 + COMM_LEN + CGROUP_LEN, PATH_LEN, &e.path);
+    put(&mut b, HEADER_LEN, COMM_LEN, &e.comm);
+    put(&mut b, HEADER_LEN + COMM_LEN, CGROUP_LEN, &e.cgroup);
+    put(&mut b, HEADER_LEN + COMM_LEN + CGROUP_LEN, PATH_LEN, &e.path);
     b
 }

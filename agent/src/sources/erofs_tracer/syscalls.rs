@@ -2,7 +2,7 @@
 //! the kernel program is told so (one packed 64-bit value per syscall number).
 
 /// `open` flags that mean the caller intends to write or create.
-pub const WRITE_INTENT: u32 = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u32;
+pub const WRITE_INTENT: u16 = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u16;
 
 /// How a syscall's open flags are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,29 +26,24 @@ pub struct Syscall {
     pub path_arg: u8,
     /// Where its open flags are, if it has any.
     pub flags: Flags,
+    /// Which argument is the directory a relative path starts from (`*at` syscalls).
+    pub dirfd_arg: Option<u8>,
 }
 
 impl Syscall {
     /// The value the kernel program reads for this syscall: `struct spec` of `erofs.bpf.c`
-    /// (enabled, path argument, flags argument, flags kind, flags mask), in native byte order.
+    /// (enabled, path argument, flags argument, flags kind, directory argument, padding, flags
+    /// mask), in native byte order.
     pub fn packed_spec(&self) -> u64 {
         const NO_ARG: u8 = 0xff;
         let (flags_arg, kind, mask) = match self.flags {
-            Flags::None => (NO_ARG, 0u8, 0u32),
+            Flags::None => (NO_ARG, 0u8, 0u16),
             Flags::Value(n) => (n, 1, WRITE_INTENT),
             Flags::OpenHow(n) => (n, 2, WRITE_INTENT),
         };
         let mask = mask.to_ne_bytes();
-        u64::from_ne_bytes([
-            1,
-            self.path_arg,
-            flags_arg,
-            kind,
-            mask[0],
-            mask[1],
-            mask[2],
-            mask[3],
-        ])
+        let dirfd = self.dirfd_arg.unwrap_or(NO_ARG);
+        u64::from_ne_bytes([1, self.path_arg, flags_arg, kind, dirfd, 0, mask[0], mask[1]])
     }
 }
 
@@ -59,24 +54,33 @@ const fn sys(name: &'static str, nr: libc::c_long, path_arg: u8, flags: Flags) -
         nr: nr as u32,
         path_arg,
         flags,
+        dirfd_arg: None,
+    }
+}
+
+/// A `*at` syscall: argument `dirfd_arg` is the directory a relative path starts from.
+const fn sys_at(name: &'static str, nr: libc::c_long, dirfd_arg: u8, path_arg: u8, flags: Flags) -> Syscall {
+    Syscall {
+        dirfd_arg: Some(dirfd_arg),
+        ..sys(name, nr, path_arg, flags)
     }
 }
 
 /// The syscalls present on every architecture (the `*at` family).
 const COMMON: &[Syscall] = &[
-    sys("openat", libc::SYS_openat, 1, Flags::Value(2)),
-    sys("openat2", libc::SYS_openat2, 1, Flags::OpenHow(2)),
-    sys("mkdirat", libc::SYS_mkdirat, 1, Flags::None),
-    sys("mknodat", libc::SYS_mknodat, 1, Flags::None),
-    sys("unlinkat", libc::SYS_unlinkat, 1, Flags::None),
-    sys("renameat", libc::SYS_renameat, 3, Flags::None),
-    sys("renameat2", libc::SYS_renameat2, 3, Flags::None),
-    sys("linkat", libc::SYS_linkat, 3, Flags::None),
-    sys("symlinkat", libc::SYS_symlinkat, 2, Flags::None),
+    sys_at("openat", libc::SYS_openat, 0, 1, Flags::Value(2)),
+    sys_at("openat2", libc::SYS_openat2, 0, 1, Flags::OpenHow(2)),
+    sys_at("mkdirat", libc::SYS_mkdirat, 0, 1, Flags::None),
+    sys_at("mknodat", libc::SYS_mknodat, 0, 1, Flags::None),
+    sys_at("unlinkat", libc::SYS_unlinkat, 0, 1, Flags::None),
+    sys_at("renameat", libc::SYS_renameat, 2, 3, Flags::None),
+    sys_at("renameat2", libc::SYS_renameat2, 2, 3, Flags::None),
+    sys_at("linkat", libc::SYS_linkat, 2, 3, Flags::None),
+    sys_at("symlinkat", libc::SYS_symlinkat, 1, 2, Flags::None),
     sys("truncate", libc::SYS_truncate, 0, Flags::None),
-    sys("utimensat", libc::SYS_utimensat, 1, Flags::None),
-    sys("fchmodat", libc::SYS_fchmodat, 1, Flags::None),
-    sys("fchownat", libc::SYS_fchownat, 1, Flags::None),
+    sys_at("utimensat", libc::SYS_utimensat, 0, 1, Flags::None),
+    sys_at("fchmodat", libc::SYS_fchmodat, 0, 1, Flags::None),
+    sys_at("fchownat", libc::SYS_fchownat, 0, 1, Flags::None),
     sys("setxattr", libc::SYS_setxattr, 0, Flags::None),
     sys("lsetxattr", libc::SYS_lsetxattr, 0, Flags::None),
     sys("removexattr", libc::SYS_removexattr, 0, Flags::None),
@@ -100,7 +104,7 @@ const LEGACY: &[Syscall] = &[
     sys("lchown", libc::SYS_lchown, 0, Flags::None),
     sys("utime", libc::SYS_utime, 0, Flags::None),
     sys("utimes", libc::SYS_utimes, 0, Flags::None),
-    sys("futimesat", libc::SYS_futimesat, 1, Flags::None),
+    sys_at("futimesat", libc::SYS_futimesat, 0, 1, Flags::None),
 ];
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -110,10 +114,10 @@ const LEGACY: &[Syscall] = &[];
 /// a kernel without them simply has no tracepoint for them.
 const RECENT: &[Syscall] = &[
     // Linux 6.6.
-    sys("fchmodat2", 452, 1, Flags::None),
+    sys_at("fchmodat2", 452, 0, 1, Flags::None),
     // Linux 6.13.
-    sys("setxattrat", 463, 1, Flags::None),
-    sys("removexattrat", 466, 1, Flags::None),
+    sys_at("setxattrat", 463, 0, 1, Flags::None),
+    sys_at("removexattrat", 466, 0, 1, Flags::None),
 ];
 
 /// Every watched syscall on this architecture.
@@ -150,14 +154,26 @@ mod tests {
         let openat = watched().find(|s| s.name == "openat").copied();
         let bytes = openat.map(|s| s.packed_spec().to_ne_bytes());
         let mask = WRITE_INTENT.to_ne_bytes();
-        assert_eq!(bytes, Some([1, 1, 2, 1, mask[0], mask[1], mask[2], mask[3]]));
+        assert_eq!(bytes, Some([1, 1, 2, 1, 0, 0, mask[0], mask[1]]));
         let mkdirat = watched()
             .find(|s| s.name == "mkdirat")
             .map(|s| s.packed_spec().to_ne_bytes());
         assert_eq!(mkdirat, Some([1, 1, 0xff, 0, 0, 0, 0, 0]));
-        assert_ne!(WRITE_INTENT & libc::O_CREAT as u32, 0);
+        let rename = watched()
+            .find(|s| s.name == "renameat2")
+            .map(|s| s.packed_spec().to_ne_bytes());
+        assert_eq!(rename, Some([1, 3, 0xff, 0, 2, 0, 0, 0]), "new dir and new name");
+        let truncate = watched()
+            .find(|s| s.name == "truncate")
+            .map(|s| s.packed_spec().to_ne_bytes());
         assert_eq!(
-            WRITE_INTENT & libc::O_RDONLY as u32,
+            truncate,
+            Some([1, 0, 0xff, 0, 0xff, 0, 0, 0]),
+            "no directory argument"
+        );
+        assert_ne!(WRITE_INTENT & libc::O_CREAT as u16, 0);
+        assert_eq!(
+            WRITE_INTENT & libc::O_RDONLY as u16,
             0,
             "a plain read is not watched"
         );

@@ -1,7 +1,7 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 
-use super::event::{encode, BadRecord, COMM_LEN, EVENT_LEN, PATH_LEN};
+use super::event::{encode, BadRecord, AT_FDCWD, COMM_LEN, EVENT_LEN, PATH_LEN};
 use super::*;
 
 const ID: &str = "4b1d2c3e4f5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -36,6 +36,7 @@ fn raw(path: &[u8]) -> RawEvent {
         nr: nr(libc::SYS_openat),
         ret: -libc::EROFS,
         mnt_ns: 4_026_532_801,
+        dirfd: AT_FDCWD,
         comm: b"app".to_vec(),
         cgroup: format!("cri-containerd-{ID}.scope").into_bytes(),
         path: path.to_vec(),
@@ -52,7 +53,7 @@ fn a_record_round_trips() {
     let e = raw(b"/config/app.yaml");
     let bytes = encode(&e);
     assert_eq!(bytes.len(), EVENT_LEN);
-    assert_eq!(EVENT_LEN, 704);
+    assert_eq!(EVENT_LEN, 712);
     assert_eq!(RawEvent::parse(&bytes), Ok(e));
 }
 
@@ -98,7 +99,7 @@ fn fields_end_at_their_first_nul_or_fill_the_field() {
 
     // A field the kernel filled without a NUL is taken whole.
     let mut bytes = encode(&raw(b"/x"));
-    bytes[48..48 + COMM_LEN].fill(b'c');
+    bytes[56..56 + COMM_LEN].fill(b'c');
     assert_eq!(RawEvent::parse(&bytes).unwrap().comm, vec![b'c'; COMM_LEN]);
     bytes[EVENT_LEN - PATH_LEN..].fill(b'p');
     assert_eq!(RawEvent::parse(&bytes).unwrap().path, vec![b'p'; PATH_LEN]);
@@ -132,11 +133,11 @@ fn records_of_the_wrong_size_are_rejected() {
         assert_eq!(RawEvent::parse(&vec![0u8; len]), Err(BadRecord(len)), "{len}");
     }
     assert_eq!(RawEvent::parse(&[]), Err(BadRecord(0)));
-    assert_eq!(RawEvent::parse(&[0u8; 703]), Err(BadRecord(703)));
-    assert_eq!(RawEvent::parse(&[0u8; 705]), Err(BadRecord(705)));
+    assert_eq!(RawEvent::parse(&[0u8; 711]), Err(BadRecord(711)));
+    assert_eq!(RawEvent::parse(&[0u8; 713]), Err(BadRecord(713)));
     assert_eq!(
-        BadRecord(703).to_string(),
-        "a tracer record of 703 bytes; 704 expected"
+        BadRecord(711).to_string(),
+        "a tracer record of 711 bytes; 712 expected"
     );
     // The right size of zeroes is a (useless) record, not a panic.
     let zero = RawEvent::parse(&[0u8; EVENT_LEN]).unwrap();
@@ -301,13 +302,17 @@ fn open_windows_stay_bounded_and_lose_no_count() {
 
 // Enriching a record.
 
-/// A fake host root with pid 4242's mount table (the container fixture) and working directory.
+/// A fake host root with pid 4242's mount table (the container fixture), working directory,
+/// directory descriptor 7 (`/config`) and mount namespace (the one the records name).
 fn host_root() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let proc = dir.path().join("proc").join(TGID.to_string());
-    fs::create_dir_all(&proc).unwrap();
+    fs::create_dir_all(proc.join("ns")).unwrap();
+    fs::create_dir_all(proc.join("fd")).unwrap();
     fs::copy(fixture("container_overlay.mountinfo"), proc.join("mountinfo")).unwrap();
     symlink("/app", proc.join("cwd")).unwrap();
+    symlink("/config", proc.join("fd/7")).unwrap();
+    symlink("mnt:[4026532801]", proc.join("ns/mnt")).unwrap();
     dir
 }
 
@@ -382,8 +387,7 @@ fn a_process_that_exited_leaves_the_mount_unknown() {
     assert_eq!(
         e.mount,
         MountLookup::Unknown(format!(
-            "the relative path \"data/x\" could not be resolved: the working directory of pid {TGID} is \
-             unknown"
+            "pid {TGID} exited before the relative path \"data/x\" could be resolved"
         ))
     );
 }
@@ -409,7 +413,8 @@ fn an_unreadable_path_is_not_looked_up() {
 fn a_table_without_a_covering_mount_or_that_cannot_be_read() {
     let root = tempfile::tempdir().unwrap();
     let proc = root.path().join("proc").join(TGID.to_string());
-    fs::create_dir_all(&proc).unwrap();
+    fs::create_dir_all(proc.join("ns")).unwrap();
+    symlink("mnt:[4026532801]", proc.join("ns/mnt")).unwrap();
     fs::write(
         proc.join("mountinfo"),
         "1536 1523 252:1 / /data rw,relatime - ext4 /dev/vda1 rw\n",
@@ -495,4 +500,37 @@ fn settings_default_and_parse() {
         }
     );
     assert!(serde_yaml_ng::from_str::<ErofsConfig>("windw: 1s\n").is_err());
+}
+
+#[test]
+fn a_relative_path_of_an_at_call_starts_from_its_directory_descriptor() {
+    let root = host_root();
+    let mut r = raw(b"app.conf");
+    r.nr = libc::SYS_unlinkat as u32;
+    r.dirfd = 7;
+    let e = enrich(&r, SystemTime::UNIX_EPOCH, Some(ID.into()), root.path());
+    assert_eq!(e.resolved_path.as_deref(), Some("/config/app.conf"));
+    assert_eq!(found(&e).mount_point, "/config");
+    // A descriptor that is not open: unknown, never the working directory instead.
+    r.dirfd = 9;
+    let e = enrich(&r, SystemTime::UNIX_EPOCH, Some(ID.into()), root.path());
+    assert_eq!(e.resolved_path, None);
+    assert!(
+        matches!(&e.mount, MountLookup::Unknown(why) if why.contains("fd/9")),
+        "{:?}",
+        e.mount
+    );
+}
+
+#[test]
+fn a_reused_pid_in_another_mount_namespace_is_not_read() {
+    let root = host_root();
+    let mut r = raw(b"/config/app.conf");
+    r.mnt_ns = 4_026_532_999;
+    let e = enrich(&r, SystemTime::UNIX_EPOCH, Some(ID.into()), root.path());
+    assert!(
+        matches!(&e.mount, MountLookup::Unknown(why) if why.contains("exited")),
+        "{:?}",
+        e.mount
+    );
 }

@@ -269,9 +269,12 @@ fn nginx(before: &str) -> Option<Named> {
 
 /// The operation of a C function call's name at the end of `text` (`... mkdir`).
 fn function_operation(text: &str) -> Option<String> {
+    // The character found may be several bytes long: start after all of it.
     let start = text
-        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .map_or(0, |at| at + 1);
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
+        .map_or(0, |(at, c)| at + c.len_utf8());
     syscall_operation(&text[start..])
 }
 

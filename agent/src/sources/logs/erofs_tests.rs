@@ -480,3 +480,11 @@ proptest! {
         prop_assert_eq!(found.path.as_deref(), Some(path.as_str()));
     }
 }
+
+#[test]
+fn a_non_ascii_character_before_a_function_call_is_no_panic() {
+    let got = parse_line("xé() \"/x\" failed (30: Read-only file system)");
+    assert_eq!(got.and_then(|e| e.path), Some("/x".to_owned()));
+    let got = parse_line("日本() \"/y\" failed (30: Read-only file system)");
+    assert_eq!(got.and_then(|e| e.path), Some("/y".to_owned()));
+}
