@@ -15,3 +15,4 @@ pub mod model;
 pub mod pipeline;
 pub mod sources;
 pub mod state;
+pub mod text;

@@ -118,6 +118,21 @@ fn system_time(secs: u64, nanos: u32) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos))
 }
 
+/// The wall-clock time of a kernel timestamp: `since_start` on `clock` (the kernel log uses
+/// `CLOCK_MONOTONIC`, the tracer `CLOCK_BOOTTIME`). `None` if the clock cannot be read.
+pub(crate) fn wall_clock_of(
+    clock: nix::time::ClockId,
+    since_start: std::time::Duration,
+) -> Option<SystemTime> {
+    let now = SystemTime::now();
+    let ts = nix::time::clock_gettime(clock).ok()?;
+    let elapsed = std::time::Duration::new(
+        u64::try_from(ts.tv_sec()).ok()?,
+        u32::try_from(ts.tv_nsec()).ok()?,
+    );
+    now.checked_sub(elapsed)?.checked_add(since_start)
+}
+
 /// Converts a protobuf timestamp to [`SystemTime`]; `None` for an unset, pre-epoch, malformed
 /// or far-future one.
 pub(crate) fn system_time_from_proto(ts: &prost_types::Timestamp) -> Option<SystemTime> {

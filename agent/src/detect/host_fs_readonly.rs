@@ -61,11 +61,7 @@ impl HostFsDetector {
     fn note(&mut self, error: &FsError, line: &str, at: Option<SystemTime>, now: SystemTime) {
         if !self.devices.contains_key(&error.device) && self.devices.len() >= MAX_DEVICES {
             // Never the device of a finding still raised: it would be resolved by mistake.
-            let active: Vec<&str> = self
-                .active
-                .keys()
-                .map(|(device, _)| device.rsplit('/').next().unwrap_or(device))
-                .collect();
+            let active = raised_devices(&self.active);
             let oldest = self
                 .devices
                 .iter()
@@ -89,7 +85,7 @@ impl HostFsDetector {
 
     /// The kernel notes about the device of `m`.
     fn notes_for(&self, m: &Mount) -> Vec<&(Option<SystemTime>, FsError, String)> {
-        let name = m.source.rsplit('/').next().unwrap_or(&m.source);
+        let name = kernel_name(&m.source);
         self.devices
             .iter()
             .filter(|(d, _)| *d == name || **d == m.device())
@@ -167,17 +163,13 @@ impl HostFsDetector {
                 },
             )];
             // Forget the kernel's complaints about a device that recovered.
-            let name = k.0.rsplit('/').next().unwrap_or(&k.0).to_owned();
+            let name = kernel_name(&k.0).to_owned();
             self.devices.remove(&name);
             out.push(f);
         }
         // A device is forgotten some time after the kernel's last word about it, unless its
         // filesystem is still reported read-only.
-        let active: Vec<&str> = self
-            .active
-            .keys()
-            .map(|(device, _)| device.rsplit('/').next().unwrap_or(device))
-            .collect();
+        let active = raised_devices(&self.active);
         self.devices.retain(|d, n| {
             active.contains(&d.as_str()) || at.duration_since(n.last).unwrap_or_default() < DEVICE_MEMORY
         });
@@ -255,6 +247,16 @@ impl HostFsDetector {
         }
         f
     }
+}
+
+/// The kernel's name of a device (`sda1` for `/dev/sda1`).
+fn kernel_name(device: &str) -> &str {
+    device.rsplit('/').next().unwrap_or(device)
+}
+
+/// The kernel names of the devices whose filesystem is reported read-only now.
+fn raised_devices(active: &BTreeMap<(String, String), Active>) -> Vec<&str> {
+    active.keys().map(|(device, _)| kernel_name(device)).collect()
 }
 
 fn key(m: &Mount) -> (String, String) {

@@ -134,15 +134,17 @@ const KERNEL_FS: &[&str] = &[
 /// The host's view of the filesystem below `host_path`, if it is read-only there.
 fn host_read_only(host: Option<&MountTable>, host_path: &str) -> Option<Cause> {
     let m = host?.covering(host_path)?;
-    (m.super_read_only() || m.emergency_read_only() || m.mount_read_only()).then(|| Cause::HostFilesystem {
-        device: if m.source.starts_with('/') {
-            m.source.clone()
-        } else {
-            m.device()
-        },
-        host_mount_point: Some(m.mount_point.clone()),
+    (m.super_read_only() || m.emergency_read_only() || m.mount_read_only())
+        .then(|| host_filesystem(m, Some(m.mount_point.clone())))
+}
+
+/// The cause for a write refused by the filesystem of `m` itself.
+fn host_filesystem(m: &Mount, host_mount_point: Option<String>) -> Cause {
+    Cause::HostFilesystem {
+        device: m.device_name(),
+        host_mount_point,
         after_error: m.emergency_read_only(),
-    })
+    }
 }
 
 /// The runtime's mount covering `path` (longest container path that is a component prefix).
@@ -186,18 +188,11 @@ pub fn classify(
                     .is_some())
         {
             // Made read-only by the kernel after an error, or read-only on the host itself.
-            Cause::HostFilesystem {
-                device: if m.source.starts_with('/') {
-                    m.source.clone()
-                } else {
-                    m.device()
-                },
-                host_mount_point: host_path
-                    .as_deref()
-                    .and_then(|p| host?.covering(p))
-                    .map(|hm| hm.mount_point.clone()),
-                after_error: m.emergency_read_only(),
-            }
+            let host_mount_point = host_path
+                .as_deref()
+                .and_then(|p| host?.covering(p))
+                .map(|hm| hm.mount_point.clone());
+            host_filesystem(m, host_mount_point)
         } else if m.mount_read_only() && m.mount_point == "/" {
             Cause::ReadOnlyRootfs
         } else if m.mount_read_only() || m.super_read_only() {

@@ -17,6 +17,7 @@ use super::readonly_cause::{classify, hint, Cause, Verdict};
 use super::{Context, Detector, Evidence, EvidenceSource, Finding, FindingKind, Severity, Subject};
 use crate::model::{or_unknown, ContainerInfo, ContainerState};
 use crate::sources::erofs_tracer::{ErofsEvent, MountLookup};
+use crate::sources::host_fs::HostMounts;
 use crate::sources::logs::erofs::ErofsLine;
 use crate::sources::mountinfo::{Mount, MountTable};
 use crate::sources::SourceEvent;
@@ -73,7 +74,8 @@ impl<T: std::hash::Hash + Eq + Clone> Recent<T> {
 #[derive(Debug)]
 pub struct ReadOnlyWriteDetector {
     repeat_interval: Duration,
-    host: Option<Arc<MountTable>>,
+    /// The latest readable reading of the host's mount table (shared with the source's event).
+    host: Option<Arc<HostMounts>>,
     waiting: VecDeque<(SystemTime, Box<ErofsEvent>)>,
     tracked: HashMap<String, Tracked>,
     /// Containers the tracer reported a failed write for.
@@ -99,6 +101,11 @@ impl ReadOnlyWriteDetector {
             not_cri: 0,
             logged: Recent::default(),
         }
+    }
+
+    /// The host's mount table, if it has been read.
+    fn host_table(&self) -> Option<&MountTable> {
+        self.host.as_ref().and_then(|h| h.table.as_ref().ok())
     }
 
     /// Reports `f` now, or counts it into the next report of its fingerprint.
@@ -168,7 +175,7 @@ impl ReadOnlyWriteDetector {
             MountLookup::Found(m) => Some(&**m),
             MountLookup::Unknown(_) => None,
         };
-        let verdict = classify(path, mount, Some(c), self.host.as_deref());
+        let verdict = classify(path, mount, Some(c), self.host_table());
         let mut f = finding(c, path, &verdict, e.at, cx);
         f.count = e.count.max(1);
         f.summary = format!(
@@ -220,7 +227,7 @@ impl ReadOnlyWriteDetector {
                 format!("mount table not read: {why}"),
             ));
         }
-        push_mount_evidence(&mut f, &verdict, c, self.host.as_deref(), e.at);
+        push_mount_evidence(&mut f, &verdict, c, self.host_table(), e.at);
         self.occur(f, cx.now, out);
     }
 
@@ -242,7 +249,7 @@ impl ReadOnlyWriteDetector {
             }
         });
         let verdict = match &path {
-            Some(p) => classify(p, None, Some(c), self.host.as_deref()),
+            Some(p) => classify(p, None, Some(c), self.host_table()),
             None => Verdict {
                 cause: match c.readonly_rootfs {
                     Some(true) if c.mounts.iter().all(|m| !m.readonly) => Cause::ReadOnlyRootfs,
@@ -274,7 +281,7 @@ impl ReadOnlyWriteDetector {
             ev = ev.with("path", p.clone());
         }
         f.evidence.push(ev);
-        push_mount_evidence(&mut f, &verdict, c, self.host.as_deref(), at);
+        push_mount_evidence(&mut f, &verdict, c, self.host_table(), at);
         self.occur(f, cx.now, out);
     }
 
@@ -485,11 +492,7 @@ impl Detector for ReadOnlyWriteDetector {
                     }
                 }
             }
-            SourceEvent::HostMounts(h) => {
-                if let Ok(table) = &h.table {
-                    self.host = Some(Arc::new(table.clone()));
-                }
-            }
+            SourceEvent::HostMounts(h) if h.table.is_ok() => self.host = Some(Arc::clone(h)),
             SourceEvent::CriContainer(c) => {
                 self.retry_waiting(cx, out);
                 self.exited(c, cx, out);

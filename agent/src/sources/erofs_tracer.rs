@@ -222,6 +222,7 @@ impl Window {
 /// time, and the covering mount read from `/proc/<tgid>/mountinfo` below `host_root`.
 fn enrich(raw: &RawEvent, at: SystemTime, container_id: Option<String>, host_root: &Path) -> ErofsEvent {
     let path = String::from_utf8_lossy(&raw.path).into_owned();
+    let call = syscalls::by_nr(raw.nr);
     let proc_dir = host_root.join("proc").join(raw.tgid.to_string());
     // The pid may have been reused since the call: its files count only while it is still in
     // the mount namespace the kernel reported.
@@ -283,9 +284,9 @@ fn enrich(raw: &RawEvent, at: SystemTime, container_id: Option<String>, host_roo
     };
     ErofsEvent {
         at,
-        syscall: syscalls::name_of(raw.nr).unwrap_or("unknown"),
-        open_flags: syscalls::watched()
-            .find(|s| s.nr == raw.nr && s.flags != syscalls::Flags::None)
+        syscall: call.map_or("unknown", |s| s.name),
+        open_flags: call
+            .filter(|s| s.flags != syscalls::Flags::None)
             .map(|_| raw.open_flags),
         pid: raw.pid,
         tgid: raw.tgid,
@@ -301,18 +302,10 @@ fn enrich(raw: &RawEvent, at: SystemTime, container_id: Option<String>, host_roo
     }
 }
 
-/// Converts `CLOCK_BOOTTIME` nanoseconds to the wall clock.
+/// Converts `CLOCK_BOOTTIME` nanoseconds to the wall clock (now, if the clock is unreadable).
 fn wall_clock(boot_ns: u64) -> SystemTime {
-    let now = SystemTime::now();
-    let Ok(boot_now) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) else {
-        return now;
-    };
-    let boot_now = Duration::new(
-        u64::try_from(boot_now.tv_sec()).unwrap_or(0),
-        u32::try_from(boot_now.tv_nsec()).unwrap_or(0),
-    );
-    let ago = boot_now.saturating_sub(Duration::from_nanos(boot_ns));
-    now.checked_sub(ago).unwrap_or(now)
+    crate::sources::wall_clock_of(nix::time::ClockId::CLOCK_BOOTTIME, Duration::from_nanos(boot_ns))
+        .unwrap_or_else(SystemTime::now)
 }
 
 /// Gives memory freed after loading back to the system. Loading parses the kernel's BTF (a few

@@ -430,14 +430,13 @@ impl Reader {
             .abandoned_reports
             .fetch_add(self.asm.abandoned - abandoned, Ordering::Relaxed);
         if let Some(error) = fs_error::parse_line(record.text) {
-            let cut = fs_error::cut;
             self.stats.fs_errors.fetch_add(1, Ordering::Relaxed);
             if let Some(nudge) = &self.fs_nudge {
                 nudge.notify_one();
             }
             events.push(KmsgEvent::FsError {
                 error: Box::new(error),
-                line: cut(record.text, 1024).to_owned(),
+                line: crate::text::cut(record.text, 1024).to_owned(),
                 at: wall_clock(record.usec),
             });
         }
@@ -476,14 +475,7 @@ impl Reader {
 
 /// Converts a kernel timestamp (microseconds since boot, on the monotonic clock) to wall time.
 pub fn wall_clock(usec: u64) -> Option<SystemTime> {
-    let now = SystemTime::now();
-    let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
-    let since_boot = Duration::new(
-        u64::try_from(mono.tv_sec()).ok()?,
-        u32::try_from(mono.tv_nsec()).ok()?,
-    );
-    let boot = now.checked_sub(since_boot)?;
-    boot.checked_add(Duration::from_micros(usec))
+    crate::sources::wall_clock_of(nix::time::ClockId::CLOCK_MONOTONIC, Duration::from_micros(usec))
 }
 
 #[cfg(test)]

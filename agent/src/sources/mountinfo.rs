@@ -77,6 +77,16 @@ impl Mount {
         format!("{}:{}", self.major, self.minor)
     }
 
+    /// The device as people name it: the source when it is a device path (`/dev/sda1`), else
+    /// `major:minor`.
+    pub fn device_name(&self) -> String {
+        if self.source.starts_with('/') {
+            self.source.clone()
+        } else {
+            self.device()
+        }
+    }
+
     /// True when this mount is read-only (`ro` among the per-mount options).
     pub fn mount_read_only(&self) -> bool {
         has(&self.mount_options, "ro")

@@ -101,14 +101,7 @@ async fn bench() -> Result<()> {
         latencies.push(latency_ms(&got).ok_or_else(|| err("finding without a time"))?);
     }
     bed.cri.remove_pod(&pod).await?;
-    latencies.sort_by(f64::total_cmp);
-    println!(
-        "exit -> finding latency over {} exits: median {:.1} ms, p90 {:.1} ms, max {:.1} ms",
-        latencies.len(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.9),
-        latencies.last().copied().unwrap_or(f64::NAN)
-    );
+    summary("exit -> finding latency", " exits", latencies);
 
     // OOM kills: from the kernel's kill (its kernel log timestamp) to the finding.
     let oom_kills = env_usize("BENCH_OOM_KILLS", 10);
@@ -138,14 +131,7 @@ async fn bench() -> Result<()> {
         kill_latencies.push(ms);
     }
     bed.cri.remove_pod(&pod).await?;
-    kill_latencies.sort_by(f64::total_cmp);
-    println!(
-        "OOM kill (kernel log time) -> finding over {} kills: median {:.1} ms, p90 {:.1} ms, max {:.1} ms",
-        kill_latencies.len(),
-        percentile(&kill_latencies, 0.5),
-        percentile(&kill_latencies, 0.9),
-        kill_latencies.last().copied().unwrap_or(f64::NAN)
-    );
+    summary("OOM kill (kernel log time) -> finding", " kills", kill_latencies);
 
     read_only_writes(&bed, &mut agent).await?;
 
@@ -202,10 +188,11 @@ fn syscall_latency_ms(got: &podmortem_e2e::agent::Received) -> Result<f64> {
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0))
 }
 
-fn summary(what: &str, mut ms: Vec<f64>) {
+/// Prints median, p90 and max of `ms`: "<what> over <n><unit>: …".
+fn summary(what: &str, unit: &str, mut ms: Vec<f64>) {
     ms.sort_by(f64::total_cmp);
     println!(
-        "{what} over {}: median {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        "{what} over {}{unit}: median {:.1} ms, p90 {:.1} ms, max {:.1} ms",
         ms.len(),
         percentile(&ms, 0.5),
         percentile(&ms, 0.9),
@@ -265,7 +252,7 @@ async fn read_only_writes(bed: &TestBed, agent: &mut podmortem_e2e::agent::Agent
             .await?;
         running.push(syscall_latency_ms(&got)?);
     }
-    summary("failing syscall -> finding, running container,", running);
+    summary("failing syscall -> finding, running container,", "", running);
 
     // Containers whose first instant is the failing write: the runtime lists them after it.
     // Each has a name of its own, so no report is held back as a repeat of the last.
@@ -286,6 +273,7 @@ async fn read_only_writes(bed: &TestBed, agent: &mut podmortem_e2e::agent::Agent
     }
     summary(
         "failing syscall -> finding, a new container's first write,",
+        "",
         first,
     );
 

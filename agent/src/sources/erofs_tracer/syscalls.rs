@@ -125,9 +125,9 @@ pub fn watched() -> impl Iterator<Item = &'static Syscall> {
     COMMON.iter().chain(LEGACY).chain(RECENT)
 }
 
-/// The name of syscall number `nr`, if it is watched.
-pub fn name_of(nr: u32) -> Option<&'static str> {
-    watched().find(|s| s.nr == nr).map(|s| s.name)
+/// The watched syscall with number `nr`.
+pub fn by_nr(nr: u32) -> Option<&'static Syscall> {
+    watched().find(|s| s.nr == nr)
 }
 
 #[cfg(test)]
@@ -145,8 +145,8 @@ mod tests {
             assert!(a.nr < 1024, "{} does not fit the kernel program's table", a.name);
             assert!(a.path_arg < 6);
         }
-        assert_eq!(name_of(libc::SYS_openat as u32), Some("openat"));
-        assert_eq!(name_of(libc::SYS_read as u32), None);
+        assert_eq!(by_nr(libc::SYS_openat as u32).map(|s| s.name), Some("openat"));
+        assert_eq!(by_nr(libc::SYS_read as u32), None);
     }
 
     #[test]

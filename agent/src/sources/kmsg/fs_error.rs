@@ -46,6 +46,8 @@
 //! Only the first [`MAX_SCAN`] bytes of a line are looked at, and a device must look like a
 //! kernel device name (at most 64 printable bytes, no `/` once a leading `/dev/` is dropped).
 
+use crate::text::cut;
+
 /// Bytes of a line that are looked at; the rest is ignored.
 pub const MAX_SCAN: usize = 1024;
 /// Longest [`FsError::detail`] kept, in bytes.
@@ -317,18 +319,6 @@ fn event(kind: FsErrorKind, fs_type: Option<&str>, device: &str, detail: &str) -
         device: device.to_owned(),
         detail: cut(detail.trim(), MAX_DETAIL).trim_end().to_owned(),
     }
-}
-
-/// At most `max` bytes of `s`, cut on a char boundary.
-pub(crate) fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Whether `needle` (ASCII) occurs in `haystack`, ignoring ASCII case.

@@ -46,6 +46,7 @@
 //! The parser is pure and its work per line is bounded: only the first [`WINDOW`] bytes are
 //! looked at, with a bounded number of attempts per line.
 
+use crate::text::{ceil_boundary, floor_boundary};
 use std::borrow::Cow;
 
 /// Bytes looked at, from the start of a line.
@@ -598,24 +599,6 @@ fn strip_ansi(text: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
-}
-
-/// The largest character boundary at or before `at`.
-fn floor_boundary(text: &str, at: usize) -> usize {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
-}
-
-/// The smallest character boundary at or after `at`.
-fn ceil_boundary(text: &str, at: usize) -> usize {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at += 1;
-    }
-    at
 }
 
 #[cfg(test)]

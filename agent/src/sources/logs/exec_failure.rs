@@ -13,6 +13,8 @@
 //! "No such file or directory" (which is therefore not matched; dash and busybox say "not found"
 //! for a missing program).
 
+use crate::text::{ceil_boundary, floor_boundary};
+
 /// Bytes looked at from each end of a line.
 pub const WINDOW: usize = 4096;
 /// The matching line is cut to this many bytes around the match.
@@ -560,24 +562,6 @@ fn excerpt(line: &str, start: usize, end: usize) -> String {
     let from = ceil_boundary(line, from);
     let to = floor_boundary(line, (from + EXCERPT).min(end));
     line[from..to].to_owned()
-}
-
-/// The largest character boundary at or before `at`.
-fn floor_boundary(text: &str, at: usize) -> usize {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
-}
-
-/// The smallest character boundary at or after `at`.
-fn ceil_boundary(text: &str, at: usize) -> usize {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at += 1;
-    }
-    at
 }
 
 #[cfg(test)]

@@ -204,11 +204,7 @@ impl Assembler {
         let mut text = String::from_utf8_lossy(&pending.bytes).into_owned();
         let mut truncated = pending.overflow;
         if text.len() > self.max_line_bytes {
-            let mut end = self.max_line_bytes;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
+            text.truncate(crate::text::floor_boundary(&text, self.max_line_bytes));
             truncated = true;
         }
         if self.lines.len() == self.max_lines {
