@@ -12,7 +12,7 @@ all: build
 
 ## deps: install the Debian packages the build and the tests need (only those missing)
 deps:
-	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install a Rust toolchain (>= 1.88)"; exit 1; }
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install a Rust toolchain (>= 1.89)"; exit 1; }
 	@missing=""; \
 	for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \

@@ -59,7 +59,10 @@ use serde::{Deserialize, Serialize};
 use crate::detect::container_exit::ExitConfig;
 use crate::detect::oom_kill::OomConfig;
 use crate::detect::oom_risk::RiskConfig;
+use crate::export::otlp::OtlpConfig;
 use crate::export::stdout::OutputFormat;
+use crate::http::HttpConfig;
+use crate::kubernetes::KubernetesConfig;
 use crate::sources::containerd_events::EventsConfig;
 use crate::sources::cri::CriConfig;
 use crate::sources::erofs_tracer::ErofsConfig;
@@ -104,6 +107,12 @@ pub struct Config {
     pub erofs: ErofsConfig,
     /// The check of the host's own filesystems.
     pub host_fs: HostFsConfig,
+    /// OpenTelemetry export of findings and metrics.
+    pub otlp: OtlpConfig,
+    /// Events, node conditions and the pod watch through the Kubernetes API.
+    pub kubernetes: KubernetesConfig,
+    /// `/metrics`, `/healthz` and `/readyz`.
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -124,6 +133,9 @@ impl Default for Config {
             host_deps: HostDepsConfig::default(),
             erofs: ErofsConfig::default(),
             host_fs: HostFsConfig::default(),
+            otlp: OtlpConfig::default(),
+            kubernetes: KubernetesConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }

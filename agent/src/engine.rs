@@ -13,12 +13,14 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::detect::occurrences::{Occurrences, DEFAULT_CAPACITY};
+use crate::detect::Subject;
 use crate::detect::{Context, Detector, Finding};
 use crate::inventory::Inventory;
 use crate::sources::kmsg::{KmsgEvent, KmsgPosition};
 use crate::sources::memory::MemoryTarget;
 use crate::sources::{ContainerdEvent, SourceEvent};
 use crate::state::StateStore;
+use crate::telemetry::Telemetry;
 
 /// How often detectors get a tick.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -60,6 +62,8 @@ pub struct Engine {
     kmsg_progressed: Option<KmsgPosition>,
     /// Where the running containers are published for the memory sampler.
     memory_targets: Option<watch::Sender<Arc<[MemoryTarget]>>>,
+    /// podmortem's own counters.
+    telemetry: Arc<Telemetry>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -107,7 +111,14 @@ impl Engine {
             kmsg_checkpoint: None,
             kmsg_progressed: None,
             memory_targets: None,
+            telemetry: Telemetry::new(),
         }
+    }
+
+    /// Counts events and findings in `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Publishes the running containers (with pid and cgroup path) on `targets` whenever they
@@ -168,6 +179,7 @@ impl Engine {
     /// Applies one event and runs the detectors on it. `false` when the exporters are gone.
     async fn handle(&mut self, event: &SourceEvent, findings: &mpsc::Sender<Finding>) -> bool {
         let now = SystemTime::now();
+        self.telemetry.source_event(event.source_name());
         self.inventory.apply(event, now);
         let out = self.detect(Phase::Event(event));
         let sent = self.emit(out, findings).await;
@@ -260,6 +272,18 @@ impl Engine {
     async fn emit(&mut self, out: Vec<Finding>, findings: &mpsc::Sender<Finding>) -> bool {
         for mut finding in out {
             self.occurrences.record(&mut finding);
+            let namespace = match &finding.subject {
+                Subject::Container {
+                    namespace, pod_uid, ..
+                } => {
+                    if finding.owner.is_none() {
+                        finding.owner = self.inventory.pod_meta(pod_uid).and_then(|m| m.owner.clone());
+                    }
+                    namespace.as_str()
+                }
+                Subject::Node { .. } => "",
+            };
+            self.telemetry.finding(finding.kind.as_str(), namespace);
             if findings.send(finding).await.is_err() {
                 return false;
             }

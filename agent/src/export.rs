@@ -1,6 +1,7 @@
 //! Exporters: where findings go. Each sink is its own module; the exporter task hands every
 //! finding to every sink in the order the engine produced them.
 
+pub mod otlp;
 pub mod stdout;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use crate::model::{ContainerInfo, ContainerState, PodInfo};
+use std::sync::Arc;
+
+use crate::model::{ContainerInfo, ContainerState, PodInfo, PodMeta};
 use crate::sources::memory::{ContainerMemory, MemoryTarget};
 use crate::sources::procfs::NodeMemory;
 use crate::sources::{ContainerdEvent, SourceEvent};
@@ -24,6 +26,8 @@ pub struct Inventory {
     containers: HashMap<String, Entry<ContainerInfo>>,
     memory: HashMap<String, Entry<ContainerMemory>>,
     node_memory: Option<Entry<NodeMemory>>,
+    /// The Kubernetes API's view of pods on the node, by pod uid.
+    pod_meta: HashMap<String, Arc<PodMeta>>,
 }
 
 /// Replaces `map` by a listing taken at `taken_at`, keeping entries updated since then: the
@@ -93,6 +97,12 @@ impl Inventory {
                     });
                 }
             }
+            SourceEvent::PodMeta(meta) => {
+                self.pod_meta.insert(meta.pod.uid.clone(), Arc::clone(meta));
+            }
+            SourceEvent::PodMetaDeleted(uid) => {
+                self.pod_meta.remove(uid);
+            }
             SourceEvent::Containerd(_)
             | SourceEvent::Kmsg(_)
             | SourceEvent::HostDeps(_)
@@ -109,6 +119,11 @@ impl Inventory {
             let containers = &self.containers;
             self.memory.retain(|id, _| containers.contains_key(id));
         }
+    }
+
+    /// What the Kubernetes API says about the pod with `uid`, if it is reachable and knows it.
+    pub fn pod_meta(&self, uid: &str) -> Option<&Arc<PodMeta>> {
+        self.pod_meta.get(uid)
     }
 
     /// A container's latest memory reading, and when it was taken.

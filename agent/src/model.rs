@@ -261,3 +261,90 @@ pub struct PostMortem {
     /// A log line saying a write failed on a read-only filesystem (the last such line).
     pub erofs: Option<crate::sources::logs::erofs::ErofsLine>,
 }
+
+/// What the Kubernetes API says about a pod on this node, beyond what the runtime knows: its
+/// owner, volumes, probes and resources. Absent when the API is not reachable; podmortem then
+/// works from the runtime's labels alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PodMeta {
+    /// Which pod.
+    pub pod: PodRef,
+    /// The controller that owns it (`ReplicaSet`, `StatefulSet`, `DaemonSet`, `Job`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// Its volumes.
+    pub volumes: Vec<PodVolume>,
+    /// Its containers (init containers included), as the spec declares them.
+    pub containers: Vec<ContainerSpecMeta>,
+}
+
+impl PodMeta {
+    /// The declared container named `name`.
+    pub fn container(&self, name: &str) -> Option<&ContainerSpecMeta> {
+        self.containers.iter().find(|c| c.name == name)
+    }
+
+    /// The volume named `name`.
+    pub fn volume(&self, name: &str) -> Option<&PodVolume> {
+        self.volumes.iter().find(|v| v.name == name)
+    }
+}
+
+/// A pod's controlling owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    /// Its kind (`ReplicaSet`, `StatefulSet`, ...).
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// One volume of a pod spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PodVolume {
+    /// The volume's name in the pod spec.
+    pub name: String,
+    /// Its type as the spec names it: `configMap`, `secret`, `emptyDir`, `hostPath`,
+    /// `persistentVolumeClaim`, `csi`, `projected`, `downwardAPI`, `iscsi`, `nfs`, ...
+    pub kind: String,
+    /// The CSI driver, for an inline `csi` volume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csi_driver: Option<String>,
+    /// Whether the volume itself is read-only (`readOnly` on the source; configMap, secret,
+    /// projected and downwardAPI volumes always are).
+    pub read_only: bool,
+}
+
+/// One container as the pod spec declares it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ContainerSpecMeta {
+    /// Its name.
+    pub name: String,
+    /// Whether it is an init container.
+    pub init: bool,
+    /// Its volume mounts.
+    pub volume_mounts: Vec<VolumeMountMeta>,
+    /// Which probes it has: `liveness`, `readiness`, `startup`.
+    pub probes: Vec<String>,
+    /// Resource limits, as quantities (`memory: 256Mi`, `cpu: 500m`).
+    pub limits: BTreeMap<String, String>,
+    /// Resource requests, as quantities.
+    pub requests: BTreeMap<String, String>,
+    /// `securityContext.readOnlyRootFilesystem`, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only_root_filesystem: Option<bool>,
+}
+
+/// One volume mount of a declared container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VolumeMountMeta {
+    /// The volume's name.
+    pub name: String,
+    /// Where it is mounted in the container.
+    pub mount_path: String,
+    /// Whether the mount is read-only.
+    pub read_only: bool,
+    /// The sub-path mounted, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+}

@@ -41,6 +41,26 @@ pub enum SourceEvent {
     Erofs(Box<erofs_tracer::ErofsEvent>),
     /// A reading of the host's mount table.
     HostMounts(std::sync::Arc<host_fs::HostMounts>),
+    /// The Kubernetes API's view of a pod on this node (added or changed).
+    PodMeta(std::sync::Arc<crate::model::PodMeta>),
+    /// A pod left this node, by uid.
+    PodMetaDeleted(String),
+}
+
+impl SourceEvent {
+    /// The name of the source that sends this kind of event, for podmortem's own metrics.
+    pub fn source_name(&self) -> &'static str {
+        match self {
+            SourceEvent::CriSnapshot(_) | SourceEvent::CriPod(_) | SourceEvent::CriContainer(_) => "cri",
+            SourceEvent::Containerd(_) => "containerd_events",
+            SourceEvent::Kmsg(_) => "kmsg",
+            SourceEvent::Memory(_) => "memory",
+            SourceEvent::HostDeps(_) => "host_deps",
+            SourceEvent::Erofs(_) => "erofs_tracer",
+            SourceEvent::HostMounts(_) => "host_fs",
+            SourceEvent::PodMeta(_) | SourceEvent::PodMetaDeleted(_) => "pod_watch",
+        }
+    }
 }
 
 /// A complete CRI listing.

@@ -234,6 +234,9 @@ pub struct Finding {
     /// For a condition that holds over time (`OOMRisk`): this finding says it has ended.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub resolved: bool,
+    /// The controller owning the subject's pod, when the Kubernetes API told.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<crate::model::Owner>,
 }
 
 impl Finding {
@@ -259,6 +262,7 @@ impl Finding {
             last_seen: at,
             count: 1,
             resolved: false,
+            owner: None,
         }
     }
 }

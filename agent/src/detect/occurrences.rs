@@ -95,6 +95,7 @@ mod tests {
             last_seen: at,
             count: 0,
             resolved: false,
+            owner: None,
         }
     }
 

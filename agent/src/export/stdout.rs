@@ -144,6 +144,7 @@ mod tests {
             last_seen: at,
             count: 2,
             resolved: false,
+            owner: None,
         }
     }
 
