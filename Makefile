@@ -2,7 +2,7 @@
 # machine themselves (run as root: they install packages and start a private containerd).
 
 CARGO ?= cargo
-DEB_PACKAGES := containerd runc busybox-static protobuf-compiler clang e2fsprogs
+DEB_PACKAGES := containerd runc busybox-static protobuf-compiler clang e2fsprogs prometheus
 # Parallel end-to-end tests each run their own containerd; two at a time suits a 2-core machine.
 TEST_THREADS ?= 2
 

@@ -80,6 +80,27 @@ pub struct ConfigArgs {
     /// Finding format on standard output [default: auto: text on a terminal, JSON lines otherwise]
     #[arg(long, value_enum)]
     pub output: Option<OutputFormat>,
+    /// Where /metrics, /healthz and /readyz are served, or `off` [default: 0.0.0.0:9464]
+    #[arg(long, value_name = "ADDRESS:PORT", value_parser = parse_http_address)]
+    pub http_address: Option<HttpAddress>,
+}
+
+/// An `--http-address` value: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpAddress {
+    /// Serve here.
+    At(std::net::SocketAddr),
+    /// Do not serve.
+    Off,
+}
+
+fn parse_http_address(s: &str) -> Result<HttpAddress, String> {
+    if s == "off" {
+        return Ok(HttpAddress::Off);
+    }
+    s.parse()
+        .map(HttpAddress::At)
+        .map_err(|e| format!("{e}: expected ADDRESS:PORT (e.g. 0.0.0.0:9464) or off"))
 }
 
 impl ConfigArgs {
@@ -103,6 +124,11 @@ impl ConfigArgs {
         }
         if let Some(v) = self.output {
             config.output = v;
+        }
+        match self.http_address {
+            Some(HttpAddress::At(address)) => config.http.address = Some(address),
+            Some(HttpAddress::Off) => config.http.address = None,
+            None => {}
         }
         config.validate(Path::new("<command line>"))?;
         Ok(config)

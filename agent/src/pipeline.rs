@@ -1,7 +1,7 @@
 //! Wires the agent together: sources → engine → exporters, over bounded channels, and watches
 //! that none of them stops before podmortem is asked to.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use crate::detect::Detector;
 use crate::engine::{Engine, Stopped};
 use crate::export::stdout::StdoutSink;
 use crate::export::{self, Sink};
+use crate::sources::containerd_events;
 use crate::sources::containerd_events::ContainerdEventsSource;
 use crate::sources::cri::post_mortem::PostMortemContext;
 use crate::sources::cri::{self, CriSource};
@@ -32,6 +33,8 @@ use crate::sources::kmsg::KmsgSource;
 use crate::sources::logs::TailConfig;
 use crate::sources::memory::MemorySampler;
 use crate::state::{StateError, StateStore};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::Telemetry;
 
 /// Capacity of the sources → engine channel.
 pub const SOURCE_CHANNEL: usize = 1024;
@@ -49,6 +52,12 @@ pub enum RunError {
     /// The host dependency catalogue is invalid.
     #[error("host_deps: {0}")]
     Catalogue(#[from] CatalogueError),
+    /// The HTTP endpoint could not listen.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
+    /// Metrics could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] crate::telemetry::metrics::MetricsError),
     /// A part of the agent stopped (or panicked) while it should have kept running.
     #[error("the {0} stopped unexpectedly")]
     TaskStopped(&'static str),
@@ -92,6 +101,15 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
     let (cri_handle, cri_requests) = cri::request_channel(CRI_REQUEST_CHANNEL);
     let exported = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
+    let telemetry = Telemetry::new();
+    // The runtime's two connections are what readiness means; the other sources are optional.
+    telemetry.set_ready(cri::READY, false);
+    telemetry.set_ready(containerd_events::READY, false);
+    // Weak: a depth probe must not keep a channel open after its senders are gone.
+    let probe = source_tx.downgrade();
+    telemetry.queue("sources", Arc::new(move || queued(probe.upgrade())));
+    let probe = finding_tx.downgrade();
+    telemetry.queue("findings", Arc::new(move || queued(probe.upgrade())));
 
     let sources_stop = shutdown.child_token();
     let catalogue = Arc::new(config.host_deps.build_catalogue()?);
@@ -103,8 +121,9 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
         since: watermark,
         done: Arc::default(),
     };
-    let cri_source =
-        CriSource::new(config.containerd_address.clone(), config.cri.clone()).with_post_mortem(post_mortem);
+    let cri_source = CriSource::new(config.containerd_address.clone(), config.cri.clone())
+        .with_post_mortem(post_mortem)
+        .with_telemetry(Arc::clone(&telemetry));
     let (tx, stop) = (source_tx.clone(), sources_stop.clone());
     tasks.spawn(async move {
         cri_source.run(cri_requests, tx, stop).await;
@@ -116,10 +135,18 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
         config.events.clone(),
         cri_handle,
     )
-    .with_memory_nudge(Arc::clone(&memory_nudge));
+    .with_memory_nudge(Arc::clone(&memory_nudge))
+    .with_telemetry(Arc::clone(&telemetry));
     let fs_nudge = Arc::new(Notify::new());
     let kmsg_source = KmsgSource::new(&config.host_root, config.kmsg.clone(), state.kmsg().cloned())
         .with_fs_nudge(Arc::clone(&fs_nudge));
+    let kmsg_stats = kmsg_source.stats();
+    telemetry.parse_errors_from(
+        "kmsg",
+        Arc::new(move || {
+            kmsg_stats.malformed.load(Ordering::Relaxed) + kmsg_stats.oversized.load(Ordering::Relaxed)
+        }),
+    );
     let host_fs = HostFsSource::new(&config.host_root, config.host_fs.clone(), fs_nudge);
     let (tx, stop) = (source_tx.clone(), sources_stop.clone());
     tasks.spawn(async move {
@@ -168,10 +195,27 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
     // An exit finished this long before a listing is surely recorded in it, or was reported
     // from its event after the grace period.
     let margin = config.exit.runtime_grace + Duration::from_secs(1);
-    let engine =
-        Engine::new(node, detectors, state, margin, Arc::clone(&exported)).with_memory_targets(targets_tx);
+    let engine = Engine::new(node, detectors, state, margin, Arc::clone(&exported))
+        .with_memory_targets(targets_tx)
+        .with_telemetry(Arc::clone(&telemetry));
     let stop = shutdown.clone();
     tasks.spawn(async move { Ended::Engine(Box::new(engine.run(source_rx, finding_tx, stop).await)) });
+
+    let metrics = Metrics::start(
+        Arc::clone(&telemetry),
+        &config.host_root,
+        opentelemetry_sdk::Resource::builder_empty().build(),
+        None,
+    )?;
+    if let Some(address) = config.http.address {
+        let listener = crate::http::bind(address).await?;
+        let bound = listener
+            .local_addr()
+            .map_or_else(|_| address.to_string(), |a| a.to_string());
+        tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+        let (metrics, telemetry, stop) = (metrics.clone(), Arc::clone(&telemetry), shutdown.clone());
+        tokio::spawn(crate::http::serve(listener, metrics, telemetry, stop));
+    }
 
     let sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::stdout(config.output))];
     tasks.spawn_blocking(move || {
@@ -212,8 +256,16 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
             tracing::warn!(%error, "cannot record progress at shutdown");
         }
     }
+    metrics.shutdown();
     match failed {
         Some(name) => Err(RunError::TaskStopped(name)),
         None => Ok(()),
     }
+}
+
+/// How many items wait in the channel `tx` sends into (none once it is closed).
+fn queued<T>(tx: Option<mpsc::Sender<T>>) -> u64 {
+    tx.map_or(0, |tx| {
+        u64::try_from(tx.max_capacity().saturating_sub(tx.capacity())).unwrap_or(u64::MAX)
+    })
 }

@@ -85,6 +85,12 @@ impl Agent {
                 "--log-level",
                 "podmortem=debug,info",
             ])
+            // Tests run agents side by side: each serves /metrics on a port of its own.
+            .args(if extra.contains(&"--http-address") {
+                &[][..]
+            } else {
+                &["--http-address", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -188,6 +194,20 @@ impl Agent {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(())
+    }
+
+    /// Where the agent serves /metrics, /healthz and /readyz, once it has said so.
+    pub async fn http_address(&self, timeout: Duration) -> Result<std::net::SocketAddr> {
+        const LINE: &str = "serving /metrics, /healthz and /readyz";
+        self.wait_for_log(LINE, timeout).await?;
+        let stderr = self.stderr();
+        stderr
+            .lines()
+            .find(|l| l.contains(LINE))
+            .and_then(|l| l.split("address=").nth(1))
+            .and_then(|a| a.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| err(format!("no address in the agent's log:\n{stderr}")))
     }
 
     /// The agent's pid.

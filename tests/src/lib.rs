@@ -14,6 +14,7 @@ pub mod agent;
 pub mod containerd;
 pub mod cri;
 pub mod host;
+pub mod http;
 pub mod image;
 pub mod loopfs;
 

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::sources::cri::CriHandle;
 use crate::sources::{system_time_from_proto, ContainerdEvent, SourceEvent};
+use crate::telemetry::Telemetry;
 
 /// Settings of the containerd event source (`events:` in the config file).
 #[derive(Debug, Clone, serde::Serialize, Deserialize, PartialEq)]
@@ -141,7 +142,12 @@ pub struct ContainerdEventsSource {
     cri: CriHandle,
     /// Asks the memory sampler for a reading now (after an OOM).
     memory: Option<Arc<Notify>>,
+    /// Where readiness (`containerd_events`: subscribed) and undecodable events are counted.
+    telemetry: Arc<Telemetry>,
 }
+
+/// The name under which the event source reports readiness and parse errors.
+pub const READY: &str = "containerd_events";
 
 impl ContainerdEventsSource {
     /// A source reading containerd's events on `socket`; `cri` is told to resync on every
@@ -152,7 +158,14 @@ impl ContainerdEventsSource {
             config,
             cri,
             memory: None,
+            telemetry: Telemetry::new(),
         }
+    }
+
+    /// Reports readiness and undecodable events in `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Also asks for a memory reading (through `nudge`) whenever containerd reports an OOM.
@@ -169,6 +182,7 @@ impl ContainerdEventsSource {
                 () = shutdown.cancelled() => return,
                 outcome = self.stream_once(&out, &mut backoff) => outcome,
             };
+            self.telemetry.set_ready(READY, false);
             match outcome {
                 Ok(StreamEnd::EngineGone) => return,
                 Ok(StreamEnd::Closed) => {
@@ -216,6 +230,7 @@ impl ContainerdEventsSource {
         }
         tracing::info!(socket = %self.socket.display(), namespace = %ns, "subscribed to containerd events");
         backoff.reset();
+        self.telemetry.set_ready(READY, true);
         // Whatever happened before this subscription is learnt from a fresh listing.
         self.cri.resync();
         let response = match early {
@@ -235,6 +250,7 @@ impl ContainerdEventsSource {
                 Ok(Some(event)) => event,
                 Ok(None) => continue,
                 Err(error) => {
+                    self.telemetry.parse_error(READY);
                     tracing::warn!(%error, "skipping undecodable containerd event");
                     continue;
                 }

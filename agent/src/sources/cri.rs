@@ -20,6 +20,7 @@ use self::post_mortem::{examine_once, PostMortemContext};
 use crate::backoff::Backoff;
 use crate::model::{ContainerInfo, ContainerState, PodRef};
 use crate::sources::{CriSnapshot, SourceEvent};
+use crate::telemetry::Telemetry;
 
 /// Settings of the CRI source (`cri:` in the config file).
 #[derive(Debug, Clone, serde::Serialize, Deserialize, PartialEq)]
@@ -117,6 +118,9 @@ const EXIT_RETRY_DELAYS_MS: [u64; 16] = [
 /// At most this many single-container reads run at once.
 const MAX_CONCURRENT_REFRESHES: usize = 16;
 
+/// The name under which the CRI source reports readiness.
+pub const READY: &str = "cri";
+
 /// The CRI source task.
 #[derive(Debug)]
 pub struct CriSource {
@@ -127,6 +131,8 @@ pub struct CriSource {
     cache: HashMap<String, ContainerInfo>,
     refreshes: Arc<Semaphore>,
     post_mortem: Option<Arc<PostMortemContext>>,
+    /// Where readiness is reported (`cri`: the last listing succeeded).
+    telemetry: Arc<Telemetry>,
 }
 
 impl CriSource {
@@ -139,7 +145,14 @@ impl CriSource {
             cache: HashMap::new(),
             refreshes: Arc::new(Semaphore::new(MAX_CONCURRENT_REFRESHES)),
             post_mortem: None,
+            telemetry: Telemetry::new(),
         }
+    }
+
+    /// Reports readiness in `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Examines abnormal exits on the node as they are read (log tail, missing programs).
@@ -163,6 +176,7 @@ impl CriSource {
                 () = tokio::time::sleep_until(next_resync) => {
                     match self.resync().await {
                         Ok(snapshot) => {
+                            self.telemetry.set_ready(READY, true);
                             backoff.reset();
                             next_resync = Instant::now() + self.config.resync_interval;
                             if out.send(SourceEvent::CriSnapshot(snapshot)).await.is_err() {
@@ -170,6 +184,7 @@ impl CriSource {
                             }
                         }
                         Err(error) => {
+                            self.telemetry.set_ready(READY, false);
                             let retry_in = backoff.next_delay();
                             tracing::warn!(%error, ?retry_in, "CRI resync failed; retrying");
                             next_resync = Instant::now() + retry_in;
