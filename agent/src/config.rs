@@ -49,6 +49,19 @@
 //!       match:
 //!         csi_drivers: [linstor.csi.linbit.com]
 //!         namespaces: [piraeus-datastore]
+//! otlp:                        # the OTEL_* environment variables override these
+//!   endpoint: http://otel-collector.monitoring:4317
+//!   protocol: grpc             # grpc | http/protobuf
+//!   headers: { x-api-key: secret }
+//!   resource_attributes: { k8s.cluster.name: prod-eu }
+//!   queue_size: 10000
+//! kubernetes:
+//!   mode: auto                 # auto | on | off
+//!   events_per_second: 1
+//!   events_burst: 25
+//!   condition_settle: 2m
+//! http:
+//!   address: 0.0.0.0:9464
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -252,6 +265,34 @@ impl Config {
         at_least("memory.interval", self.memory.interval, ms(100))?;
         at_least("erofs.window", self.erofs.window, ms(10))?;
         at_least("host_fs.interval", self.host_fs.interval, ms(100))?;
+        at_least("otlp.timeout", self.otlp.timeout, ms(10))?;
+        at_least("otlp.retry_initial", self.otlp.retry_initial, ms(1))?;
+        at_least(
+            "otlp.metrics_interval",
+            self.otlp.metrics_interval,
+            Duration::from_secs(1),
+        )?;
+        if self.otlp.retry_max < self.otlp.retry_initial {
+            return Err(invalid(
+                "otlp.retry_max",
+                "must not be shorter than otlp.retry_initial",
+            ));
+        }
+        if self.otlp.queue_size == 0 {
+            return Err(invalid("otlp.queue_size", "must be at least 1"));
+        }
+        if self.otlp.batch_size == 0 {
+            return Err(invalid("otlp.batch_size", "must be at least 1"));
+        }
+        if !(self.kubernetes.events_per_second.is_finite() && self.kubernetes.events_per_second > 0.0) {
+            return Err(invalid(
+                "kubernetes.events_per_second",
+                "must be a number above 0",
+            ));
+        }
+        if self.kubernetes.events_burst == 0 {
+            return Err(invalid("kubernetes.events_burst", "must be at least 1"));
+        }
         if let Some(p) = self.host_fs.paths.iter().find(|p| !p.is_absolute()) {
             return Err(invalid(
                 "host_fs.paths",
@@ -372,6 +413,46 @@ mod tests {
             "/etc/podmortem.yaml: key `cri.resync_interval`: must be at least 1s"
         );
         assert!(parse("events:\n  namespace: ''\n").is_err());
+        for (text, key) in [
+            ("otlp:\n  queue_size: 0\n", "otlp.queue_size"),
+            ("otlp:\n  retry_initial: 10s\n  retry_max: 1s\n", "otlp.retry_max"),
+            (
+                "kubernetes:\n  events_per_second: 0\n",
+                "kubernetes.events_per_second",
+            ),
+            (
+                "kubernetes:\n  events_per_second: .nan\n",
+                "kubernetes.events_per_second",
+            ),
+            ("kubernetes:\n  events_burst: 0\n", "kubernetes.events_burst"),
+        ] {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(&format!("key `{key}`")), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn otlp_kubernetes_and_http_sections_parse() {
+        let c = parse(
+            "otlp:\n  endpoint: http://collector:4318\n  protocol: http/protobuf\n  headers: {x-api-key: k}\n\
+             kubernetes:\n  mode: off\nhttp:\n  address: 127.0.0.1:9000\n",
+        )
+        .expect("valid");
+        assert_eq!(c.otlp.endpoint.as_deref(), Some("http://collector:4318"));
+        assert_eq!(
+            c.otlp.protocol,
+            Some(crate::export::otlp::OtlpProtocol::HttpProtobuf)
+        );
+        assert_eq!(c.otlp.headers.get("x-api-key").map(String::as_str), Some("k"));
+        assert_eq!(c.kubernetes.mode, crate::kubernetes::KubeMode::Off);
+        assert_eq!(
+            c.http.address,
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9000)))
+        );
+        let err = parse("otlp:\n  protocol: http/json\n")
+            .expect_err("unsupported")
+            .to_string();
+        assert!(err.contains("otlp.protocol"), "{err}");
     }
 
     #[test]
