@@ -298,6 +298,21 @@ impl Config {
         if let Err(error) = self.host_deps.build_catalogue() {
             return Err(invalid("host_deps", &error.to_string()));
         }
+        let k = &self.kubernetes;
+        if !(k.events_per_second.is_finite() && k.events_per_second > 0.0) {
+            return Err(invalid(
+                "kubernetes.events_per_second",
+                "must be a positive number",
+            ));
+        }
+        if k.events_burst == 0 {
+            return Err(invalid("kubernetes.events_burst", "must be at least 1"));
+        }
+        at_least(
+            "kubernetes.node_oom_window",
+            k.node_oom_window,
+            Duration::from_secs(1),
+        )?;
         Ok(())
     }
 }
@@ -372,6 +387,17 @@ mod tests {
             "/etc/podmortem.yaml: key `cri.resync_interval`: must be at least 1s"
         );
         assert!(parse("events:\n  namespace: ''\n").is_err());
+        assert!(parse("kubernetes:\n  events_per_second: 0\n").is_err());
+        assert!(parse("kubernetes:\n  events_burst: 0\n").is_err());
+        let k = parse(
+            "kubernetes:\n  mode: on\n  kubeconfig: /k\n  condition_settle: 3s\n  events_per_second: 0.5\n",
+        )
+        .expect("valid")
+        .kubernetes;
+        assert_eq!(
+            (k.condition_settle, k.events_per_second),
+            (Duration::from_secs(3), 0.5)
+        );
     }
 
     #[test]

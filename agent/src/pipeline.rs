@@ -21,6 +21,7 @@ use crate::detect::Detector;
 use crate::engine::{Engine, Stopped};
 use crate::export::stdout::StdoutSink;
 use crate::export::{self, Sink};
+use crate::kubernetes::{self, KubeError};
 use crate::sources::containerd_events::ContainerdEventsSource;
 use crate::sources::cri::post_mortem::PostMortemContext;
 use crate::sources::cri::{self, CriSource};
@@ -31,7 +32,9 @@ use crate::sources::host_fs::HostFsSource;
 use crate::sources::kmsg::KmsgSource;
 use crate::sources::logs::TailConfig;
 use crate::sources::memory::MemorySampler;
+use crate::sources::pods::PodWatch;
 use crate::state::{StateError, StateStore};
+use crate::telemetry::Telemetry;
 
 /// Capacity of the sources → engine channel.
 pub const SOURCE_CHANNEL: usize = 1024;
@@ -49,6 +52,9 @@ pub enum RunError {
     /// The host dependency catalogue is invalid.
     #[error("host_deps: {0}")]
     Catalogue(#[from] CatalogueError),
+    /// The Kubernetes API was asked for and cannot be used.
+    #[error(transparent)]
+    Kubernetes(#[from] KubeError),
     /// A part of the agent stopped (or panicked) while it should have kept running.
     #[error("the {0} stopped unexpectedly")]
     TaskStopped(&'static str),
@@ -94,6 +100,16 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
     let mut tasks = JoinSet::new();
 
     let sources_stop = shutdown.child_token();
+    let telemetry = Telemetry::new();
+    let kube = kubernetes::connect(&config.kubernetes).await?;
+    if let (Some(client), true) = (&kube, config.kubernetes.pod_watch) {
+        let pods = PodWatch::new(client.clone(), &node).with_telemetry(Arc::clone(&telemetry));
+        let (tx, stop) = (source_tx.clone(), sources_stop.clone());
+        tasks.spawn(async move {
+            pods.run(tx, stop).await;
+            Ended::Source("pod watch")
+        });
+    }
     let catalogue = Arc::new(config.host_deps.build_catalogue()?);
     let host = HostView::new(&config.host_root);
     let post_mortem = PostMortemContext {
@@ -168,12 +184,14 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
     // An exit finished this long before a listing is surely recorded in it, or was reported
     // from its event after the grace period.
     let margin = config.exit.runtime_grace + Duration::from_secs(1);
+    let kube_sinks = kube.map(|client| kubernetes::sinks(&client, &node, &config.kubernetes, &telemetry));
     let engine =
         Engine::new(node, detectors, state, margin, Arc::clone(&exported)).with_memory_targets(targets_tx);
     let stop = shutdown.clone();
     tasks.spawn(async move { Ended::Engine(Box::new(engine.run(source_rx, finding_tx, stop).await)) });
 
-    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::stdout(config.output))];
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::stdout(config.output))];
+    sinks.extend(kube_sinks.into_iter().flatten());
     tasks.spawn_blocking(move || {
         export::run_blocking(sinks, finding_rx, exported);
         Ended::Exporter
