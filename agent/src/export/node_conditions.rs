@@ -245,25 +245,30 @@ impl Task {
                 continue;
             }
             retry_at = None;
-            let result = if restored {
+            let mut result = None;
+            if !restored {
+                let got = self.get().await.map(|node| {
+                    self.state.restore(&observed(&node), SystemTime::now());
+                    restored = true;
+                });
+                result = Some(got);
+            }
+            if restored {
+                // Right after reading the Node too: what was read back is confirmed at once.
                 let wanted = self.state.desired(SystemTime::now());
                 let due = match &sent {
                     Some((last, at)) => *last != wanted || now >= *at + HEARTBEAT,
                     None => true,
                 };
-                if !due {
-                    continue;
+                if due {
+                    let done = self.patch(&wanted).await.map(|()| {
+                        sent = Some((wanted, Instant::now()));
+                        self.telemetry.exported(SINK, std::mem::take(&mut pending));
+                    });
+                    result = Some(done);
                 }
-                self.patch(&wanted).await.map(|()| {
-                    sent = Some((wanted, Instant::now()));
-                    self.telemetry.exported(SINK, std::mem::take(&mut pending));
-                })
-            } else {
-                self.get().await.map(|node| {
-                    self.state.restore(&observed(&node), SystemTime::now());
-                    restored = true;
-                })
-            };
+            }
+            let Some(result) = result else { continue };
             match result {
                 Ok(()) => {
                     if failing {
