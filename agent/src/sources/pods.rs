@@ -261,11 +261,15 @@ impl PodWatch {
                     return;
                 }
             };
-            if failing {
-                tracing::info!("the pod watch reaches the Kubernetes API again");
-                failing = false;
+            // The watcher announces a (re)list before making it: only what it got proves the
+            // API reachable.
+            if !matches!(event, Event::Init) {
+                if failing {
+                    tracing::info!("the pod watch reaches the Kubernetes API again");
+                    failing = false;
+                }
+                backoff.reset();
             }
-            backoff.reset();
             let Some(events) = known.on(event) else {
                 self.telemetry.parse_error(SOURCE);
                 tracing::debug!("a pod without namespace, name or uid: skipped");
