@@ -248,35 +248,8 @@ impl FakeApiServer {
 
     /// Adds `pod` (a Pod's JSON), or changes it if one with its namespace and name exists.
     /// Sets its resource version; watches see `ADDED` or `MODIFIED`.
-    pub fn put_pod(&self, mut pod: Value) -> Result<()> {
-        let key = (
-            str_at(&pod, "/metadata/namespace").to_owned(),
-            str_at(&pod, "/metadata/name").to_owned(),
-        );
-        if key.0.is_empty() || key.1.is_empty() {
-            return Err(err("a pod needs metadata.namespace and metadata.name"));
-        }
-        let mut s = lock(&self.shared);
-        let rv = s.next_rv();
-        set(&mut pod, &["metadata", "resourceVersion"], json!(rv.to_string()));
-        set(&mut pod, &["kind"], json!("Pod"));
-        set(&mut pod, &["apiVersion"], json!("v1"));
-        let old = s.pods.insert(key.clone(), pod.clone());
-        let what = if old.is_some() {
-            ChangeType::Modified
-        } else {
-            ChangeType::Added
-        };
-        s.history.push(Change {
-            rv,
-            what,
-            key,
-            old,
-            new: pod,
-        });
-        drop(s);
-        self.shared.changed.send_replace(rv);
-        Ok(())
+    pub fn put_pod(&self, pod: Value) -> Result<()> {
+        put_pod(&self.shared, pod)
     }
 
     /// Deletes the pod `namespace/name`; watches see `DELETED`.
@@ -352,6 +325,37 @@ impl Drop for FakeApiServer {
         self.shared.stopped.send_replace(true);
         self.server.abort();
     }
+}
+
+fn put_pod(shared: &Shared, mut pod: Value) -> Result<()> {
+    let key = (
+        str_at(&pod, "/metadata/namespace").to_owned(),
+        str_at(&pod, "/metadata/name").to_owned(),
+    );
+    if key.0.is_empty() || key.1.is_empty() {
+        return Err(err("a pod needs metadata.namespace and metadata.name"));
+    }
+    let mut s = lock(shared);
+    let rv = s.next_rv();
+    set(&mut pod, &["metadata", "resourceVersion"], json!(rv.to_string()));
+    set(&mut pod, &["kind"], json!("Pod"));
+    set(&mut pod, &["apiVersion"], json!("v1"));
+    let old = s.pods.insert(key.clone(), pod.clone());
+    let what = if old.is_some() {
+        ChangeType::Modified
+    } else {
+        ChangeType::Added
+    };
+    s.history.push(Change {
+        rv,
+        what,
+        key,
+        old,
+        new: pod,
+    });
+    drop(s);
+    shared.changed.send_replace(rv);
+    Ok(())
 }
 
 /// A pod as the API server shows one scheduled to `node`: owned by a ReplicaSet, one container
@@ -1429,5 +1433,184 @@ mod tests {
         assert!(qualified_name_errors("podmortem").is_none());
         assert!(qualified_name_errors("podmortem.io/agent").is_none());
         assert!(qualified_name_errors("-bad").is_some());
+    }
+
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: watch::channel(0).0,
+            stopped: watch::channel(false).0,
+            bookmark_every: Duration::from_secs(5),
+        })
+    }
+
+    fn request(method: &str, path: &str, q: &str, content_type: &str, body: Option<&Value>) -> Recorded {
+        Recorded {
+            method: method.into(),
+            path: path.into(),
+            query: form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
+            content_type: Some(content_type.into()),
+            body: body.cloned(),
+            status: 0,
+            at: SystemTime::now(),
+        }
+    }
+
+    fn put(shared: &Shared, pod: Value) {
+        assert!(put_pod(shared, pod).is_ok());
+    }
+
+    fn names(list: &Value) -> Vec<&str> {
+        list["items"]
+            .as_array()
+            .map(|items| items.iter().map(|p| str_at(p, "/metadata/name")).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn lists_page_through_one_snapshot_of_the_selected_node() {
+        let s = shared();
+        for (name, node) in [("a", "n1"), ("b", "n2"), ("c", "n1"), ("d", "n1")] {
+            put(&s, pod_json("ns", name, &format!("u-{name}"), node, "app"));
+        }
+        let q = "fieldSelector=spec.nodeName%3Dn1&limit=2";
+        let (code, page1) = list_pods(&s, &request("GET", "/api/v1/pods", q, "", None));
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(page1["kind"], "PodList");
+        assert_eq!(names(&page1), ["a", "c"]);
+        assert!(
+            page1["items"][0].get("kind").is_none(),
+            "list items carry no kind"
+        );
+        assert_eq!(page1["metadata"]["remainingItemCount"], 1);
+        assert_eq!(page1["metadata"]["resourceVersion"], "4");
+        // A pod added between pages is not in this list.
+        put(&s, pod_json("ns", "e", "u-e", "n1", "app"));
+        let token = str_at(&page1, "/metadata/continue").to_owned();
+        let q2 = format!("fieldSelector=spec.nodeName%3Dn1&limit=2&continue={token}");
+        let (_, page2) = list_pods(&s, &request("GET", "/api/v1/pods", &q2, "", None));
+        assert_eq!(names(&page2), ["d"]);
+        assert!(page2["metadata"].get("continue").is_none());
+        assert_eq!(page2["metadata"]["resourceVersion"], "4");
+        let (code, _) = list_pods(
+            &s,
+            &request("GET", "/api/v1/pods", "fieldSelector=spec.host%3Dx", "", None),
+        );
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_watch_sees_pods_enter_and_leave_its_selection() {
+        let filter = Filter {
+            fields: parse_selector("spec.nodeName=n1"),
+            labels: Vec::new(),
+        };
+        let pending = pod_json("ns", "p", "u", "", "app");
+        let bound = pod_json("ns", "p", "u", "n1", "app");
+        let moved = pod_json("ns", "p", "u", "n2", "app");
+        let change = |what, old: &Value, new: &Value| Change {
+            rv: 9,
+            what,
+            key: ("ns".into(), "p".into()),
+            old: Some(old.clone()),
+            new: new.clone(),
+        };
+        let kind = |b: Option<Bytes>| {
+            b.and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .map(|v| v["type"].as_str().unwrap_or_default().to_owned())
+        };
+        assert_eq!(
+            kind(watch_event(
+                &change(ChangeType::Modified, &pending, &bound),
+                &filter
+            ))
+            .as_deref(),
+            Some("ADDED")
+        );
+        assert_eq!(
+            kind(watch_event(
+                &change(ChangeType::Modified, &bound, &bound),
+                &filter
+            ))
+            .as_deref(),
+            Some("MODIFIED")
+        );
+        assert_eq!(
+            kind(watch_event(
+                &change(ChangeType::Modified, &bound, &moved),
+                &filter
+            ))
+            .as_deref(),
+            Some("DELETED")
+        );
+        assert_eq!(
+            kind(watch_event(
+                &change(ChangeType::Modified, &moved, &moved),
+                &filter
+            )),
+            None
+        );
+        assert_eq!(
+            kind(watch_event(&change(ChangeType::Deleted, &moved, &moved), &filter)),
+            None
+        );
+    }
+
+    #[test]
+    fn events_conflict_and_namespaces_must_agree() {
+        let s = shared();
+        let e = json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "web-0.17a", "namespace": "shop"},
+            "eventTime": "2024-01-01T00:00:00.000000Z",
+            "reportingController": "podmortem", "reportingInstance": "node-a",
+            "action": "Diagnosed", "reason": "OOMKilled", "type": "Warning", "note": "n",
+            "regarding": {"apiVersion": "v1", "kind": "Pod", "namespace": "shop", "name": "web-0", "uid": "u"},
+        });
+        let raw = e.to_string();
+        let post = |ns: &str| {
+            let path = format!("/apis/events.k8s.io/v1/namespaces/{ns}/events");
+            create_event(
+                &s,
+                ns,
+                &request("POST", &path, "", "application/json", Some(&e)),
+                raw.as_bytes(),
+            )
+            .0
+        };
+        assert_eq!(post("other"), StatusCode::BAD_REQUEST);
+        assert_eq!(post("shop"), StatusCode::CREATED);
+        assert_eq!(post("shop"), StatusCode::CONFLICT);
+        let patch = |body: Value, ct: &str| {
+            let raw = body.to_string();
+            let path = "/apis/events.k8s.io/v1/namespaces/shop/events/web-0.17a";
+            patch_event(
+                &s,
+                "shop",
+                "web-0.17a",
+                &request("PATCH", path, "", ct, Some(&body)),
+                raw.as_bytes(),
+            )
+            .0
+        };
+        let series = json!({"series": {"count": 2, "lastObservedTime": "2024-01-01T00:00:01.000000Z"}});
+        assert_eq!(
+            patch(series.clone(), "application/json-patch+json"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        assert_eq!(
+            patch(json!({"note": "changed"}), "application/merge-patch+json"),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(patch(series, "application/merge-patch+json"), StatusCode::OK);
+        let missing = patch_event(
+            &s,
+            "shop",
+            "nope",
+            &request("PATCH", "/x", "", "application/merge-patch+json", None),
+            b"{}",
+        );
+        assert_eq!(missing.0, StatusCode::NOT_FOUND);
+        assert_eq!(missing.1["reason"], "NotFound");
     }
 }
