@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ContainerInfo, PodInfo};
+use crate::model::{ContainerInfo, PodInfo, PodMeta};
 
 /// The shipped catalogue, as YAML.
 pub const DEFAULT_YAML: &str = include_str!("catalogue/default.yaml");
@@ -241,6 +241,21 @@ impl<'a> PodFacts<'a> {
             csi_drivers: Vec::new(),
             volume_types: Vec::new(),
         }
+    }
+
+    /// Adds what the Kubernetes API says of the pod: its volumes' CSI drivers and types.
+    pub fn with_meta(mut self, meta: &'a PodMeta) -> Self {
+        for v in &meta.volumes {
+            if let Some(driver) = v.csi_driver.as_deref() {
+                self.csi_drivers.push(driver);
+            }
+            self.volume_types.push(&v.kind);
+        }
+        for list in [&mut self.csi_drivers, &mut self.volume_types] {
+            list.sort_unstable();
+            list.dedup();
+        }
+        self
     }
 }
 

@@ -229,8 +229,12 @@ fn fail(code: u8, message: &str) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn init_logging(filter: &str) -> Result<(), tracing_subscriber::filter::ParseError> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
+fn init_logging(text: &str) -> Result<(), tracing_subscriber::filter::ParseError> {
+    let mut filter = tracing_subscriber::EnvFilter::try_new(text)?;
+    // kube's client logs every failed request as an error; podmortem logs a failing API once.
+    if !text.contains("kube_client") {
+        filter = filter.add_directive("kube_client::client::builder=off".parse()?);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

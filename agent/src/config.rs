@@ -284,15 +284,6 @@ impl Config {
         if self.otlp.batch_size == 0 {
             return Err(invalid("otlp.batch_size", "must be at least 1"));
         }
-        if !(self.kubernetes.events_per_second.is_finite() && self.kubernetes.events_per_second > 0.0) {
-            return Err(invalid(
-                "kubernetes.events_per_second",
-                "must be a number above 0",
-            ));
-        }
-        if self.kubernetes.events_burst == 0 {
-            return Err(invalid("kubernetes.events_burst", "must be at least 1"));
-        }
         if let Some(p) = self.host_fs.paths.iter().find(|p| !p.is_absolute()) {
             return Err(invalid(
                 "host_fs.paths",
@@ -339,6 +330,21 @@ impl Config {
         if let Err(error) = self.host_deps.build_catalogue() {
             return Err(invalid("host_deps", &error.to_string()));
         }
+        let k = &self.kubernetes;
+        if !(k.events_per_second.is_finite() && k.events_per_second > 0.0) {
+            return Err(invalid(
+                "kubernetes.events_per_second",
+                "must be a positive number",
+            ));
+        }
+        if k.events_burst == 0 {
+            return Err(invalid("kubernetes.events_burst", "must be at least 1"));
+        }
+        at_least(
+            "kubernetes.node_oom_window",
+            k.node_oom_window,
+            Duration::from_secs(1),
+        )?;
         Ok(())
     }
 }

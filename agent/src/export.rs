@@ -1,6 +1,8 @@
 //! Exporters: where findings go. Each sink is its own module; the exporter task hands every
 //! finding to every sink in the order the engine produced them.
 
+pub mod kube_events;
+pub mod node_conditions;
 pub mod otlp;
 pub mod stdout;
 

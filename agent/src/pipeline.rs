@@ -21,6 +21,7 @@ use crate::detect::Detector;
 use crate::engine::{Engine, Stopped};
 use crate::export::stdout::StdoutSink;
 use crate::export::{self, Sink};
+use crate::kubernetes::{self, KubeError};
 use crate::sources::containerd_events;
 use crate::sources::containerd_events::ContainerdEventsSource;
 use crate::sources::cri::post_mortem::PostMortemContext;
@@ -32,6 +33,7 @@ use crate::sources::host_fs::HostFsSource;
 use crate::sources::kmsg::KmsgSource;
 use crate::sources::logs::TailConfig;
 use crate::sources::memory::MemorySampler;
+use crate::sources::pods::PodWatch;
 use crate::state::{StateError, StateStore};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::Telemetry;
@@ -58,6 +60,9 @@ pub enum RunError {
     /// Metrics could not be set up.
     #[error(transparent)]
     Metrics(#[from] crate::telemetry::metrics::MetricsError),
+    /// The Kubernetes API was asked for and cannot be used.
+    #[error(transparent)]
+    Kubernetes(#[from] KubeError),
     /// A part of the agent stopped (or panicked) while it should have kept running.
     #[error("the {0} stopped unexpectedly")]
     TaskStopped(&'static str),
@@ -112,6 +117,15 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
     telemetry.queue("findings", Arc::new(move || queued(probe.upgrade())));
 
     let sources_stop = shutdown.child_token();
+    let kube = kubernetes::connect(&config.kubernetes).await?;
+    if let (Some(client), true) = (&kube, config.kubernetes.pod_watch) {
+        let pods = PodWatch::new(client.clone(), &node).with_telemetry(Arc::clone(&telemetry));
+        let (tx, stop) = (source_tx.clone(), sources_stop.clone());
+        tasks.spawn(async move {
+            pods.run(tx, stop).await;
+            Ended::Source("pod watch")
+        });
+    }
     let catalogue = Arc::new(config.host_deps.build_catalogue()?);
     let host = HostView::new(&config.host_root);
     let post_mortem = PostMortemContext {
@@ -195,6 +209,7 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
     // An exit finished this long before a listing is surely recorded in it, or was reported
     // from its event after the grace period.
     let margin = config.exit.runtime_grace + Duration::from_secs(1);
+    let kube_sinks = kube.map(|client| kubernetes::sinks(&client, &node, &config.kubernetes, &telemetry));
     let engine = Engine::new(node, detectors, state, margin, Arc::clone(&exported))
         .with_memory_targets(targets_tx)
         .with_telemetry(Arc::clone(&telemetry));
@@ -217,7 +232,8 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
         tokio::spawn(crate::http::serve(listener, metrics, telemetry, stop));
     }
 
-    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::stdout(config.output))];
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::stdout(config.output))];
+    sinks.extend(kube_sinks.into_iter().flatten());
     tasks.spawn_blocking(move || {
         export::run_blocking(sinks, finding_rx, exported);
         Ended::Exporter

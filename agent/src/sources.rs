@@ -13,6 +13,7 @@ pub mod kmsg;
 pub mod logs;
 pub mod memory;
 pub mod mountinfo;
+pub mod pods;
 pub mod procfs;
 
 use std::time::SystemTime;

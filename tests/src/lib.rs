@@ -6,6 +6,7 @@
 //! - [`image`] builds a busybox image locally (no registry is reachable) and imports it.
 //! - [`cri::Cri`] creates pods and containers through CRI with the options tests need.
 //! - [`agent::Agent`] runs the real `podmortem` binary against it and collects its findings.
+//! - [`fake_apiserver::FakeApiServer`] stands in for the Kubernetes API server.
 //!
 //! Everything needs root and Debian's `containerd`, `runc` and `busybox-static`; without them
 //! the test bed fails with a message saying what is missing.
@@ -13,6 +14,7 @@
 pub mod agent;
 pub mod containerd;
 pub mod cri;
+pub mod fake_apiserver;
 pub mod host;
 pub mod http;
 pub mod image;

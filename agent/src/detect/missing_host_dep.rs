@@ -65,7 +65,10 @@ impl MissingHostDepDetector {
         }
         for pod in cx.inventory.pods().filter(|p| p.state == PodState::Ready) {
             let containers = by_pod.get(pod.id.as_str()).into_iter().flatten().copied();
-            let facts = PodFacts::from_cri(pod, containers);
+            let mut facts = PodFacts::from_cri(pod, containers);
+            if let Some(meta) = cx.inventory.pod_meta(&pod.pod.uid) {
+                facts = facts.with_meta(meta);
+            }
             for rule in self.catalogue.rules() {
                 let Some(why) = rule.matchers.matches(&facts) else {
                     continue;
@@ -292,7 +295,11 @@ impl Detector for MissingHostDepDetector {
                 self.report = Some(Arc::clone(report));
                 self.evaluate(cx, true, out);
             }
-            SourceEvent::CriSnapshot(_) | SourceEvent::CriPod(_) | SourceEvent::CriContainer(_) => {
+            SourceEvent::CriSnapshot(_)
+            | SourceEvent::CriPod(_)
+            | SourceEvent::CriContainer(_)
+            | SourceEvent::PodMeta(_)
+            | SourceEvent::PodMetaDeleted(_) => {
                 self.evaluate(cx, false, out);
             }
             _ => {}

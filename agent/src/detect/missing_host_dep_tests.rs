@@ -216,3 +216,43 @@ fn install_commands_only_for_plain_package_names() {
     assert_eq!(install_command(Some("debian"), "the distribution kernel"), None);
     assert_eq!(install_command(Some("debian"), "x; rm -rf /"), None);
 }
+
+fn meta_with_csi(p: &PodInfo, driver: &str) -> SourceEvent {
+    SourceEvent::PodMeta(Arc::new(crate::model::PodMeta {
+        pod: p.pod.clone(),
+        owner: None,
+        volumes: vec![crate::model::PodVolume {
+            name: "blocks".into(),
+            kind: "csi".into(),
+            csi_driver: Some(driver.into()),
+            read_only: false,
+        }],
+        containers: vec![],
+    }))
+}
+
+#[test]
+fn a_csi_driver_rule_fires_for_a_pod_whose_api_metadata_names_the_driver() {
+    let mut h = Harness::new("");
+    let absent = report(0, &[("iscsiadm", missing()), ("iscsid", missing())]);
+    h.feed(SourceEvent::HostDeps(absent), 0);
+    let app = pod("db", "shop");
+    assert!(
+        h.pods(vec![app.clone()], 1).is_empty(),
+        "the runtime alone cannot tell"
+    );
+    let out = h.feed(meta_with_csi(&app, "driver.longhorn.io"), 2);
+    assert_eq!(out.len(), 2, "iscsiadm and iscsid");
+    assert!(
+        out[0]
+            .summary
+            .contains("needed by pod shop/pod-db (rule longhorn: CSI driver driver.longhorn.io)"),
+        "{}",
+        out[0].summary
+    );
+    // Another driver matches nothing.
+    let mut h = Harness::new("");
+    h.feed(SourceEvent::HostDeps(report(0, &[("iscsiadm", missing())])), 0);
+    h.pods(vec![app.clone()], 1);
+    assert!(h.feed(meta_with_csi(&app, "ebs.csi.aws.com"), 2).is_empty());
+}

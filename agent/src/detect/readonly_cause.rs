@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use crate::model::ContainerInfo;
+use crate::model::{ContainerInfo, PodMeta};
 use crate::sources::mountinfo::{normalize, Mount, MountTable};
 
 /// A Kubernetes volume, as kubelet lays it out on the host.
@@ -108,6 +108,36 @@ impl Cause {
     }
 }
 
+/// What the pod spec says of the volume mounted at a path, when the Kubernetes API told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpecMount {
+    /// The volume's name in the pod spec.
+    pub volume: String,
+    /// Its type, as the spec names it.
+    pub kind: String,
+    /// The container's volumeMount says `readOnly: true`.
+    pub mount_read_only: bool,
+    /// The volume itself is read-only (its source says so, or its type always is).
+    pub volume_read_only: bool,
+}
+
+/// The volume the pod spec mounts at `mount_point` in container `container`.
+pub fn spec_mount(meta: &PodMeta, container: &str, mount_point: &str) -> Option<SpecMount> {
+    let mp = mount_point.trim_end_matches('/');
+    let mount = meta
+        .container(container)?
+        .volume_mounts
+        .iter()
+        .find(|m| m.mount_path.trim_end_matches('/') == mp)?;
+    let volume = meta.volume(&mount.name)?;
+    Some(SpecMount {
+        volume: volume.name.clone(),
+        kind: volume.kind.clone(),
+        mount_read_only: mount.read_only,
+        volume_read_only: volume.read_only,
+    })
+}
+
 /// What the mount analysis found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -119,6 +149,30 @@ pub struct Verdict {
     pub mount: Option<Mount>,
     /// What the verdict rests on.
     pub basis: &'static str,
+    /// What the pod spec says of the covering mount, when the API told.
+    pub spec: Option<SpecMount>,
+}
+
+impl Verdict {
+    /// Adds what the pod spec (`meta`) says of the covering mount of `container`: the spec's
+    /// volume name and type replace what kubelet's host path suggests (for a CSI volume that
+    /// is the PersistentVolume's name, not the one the pod spec uses).
+    pub fn with_spec(mut self, meta: Option<&PodMeta>, container: &str) -> Verdict {
+        let (Some(meta), Some(mp)) = (meta, self.mount_point.as_deref()) else {
+            return self;
+        };
+        let Some(spec) = spec_mount(meta, container, mp) else {
+            return self;
+        };
+        if let Cause::ReadOnlyVolume { volume, .. } = &mut self.cause {
+            *volume = Some(VolumeRef {
+                kind: spec.kind.clone(),
+                name: spec.volume.clone(),
+            });
+        }
+        self.spec = Some(spec);
+        self
+    }
 }
 
 const KERNEL_FS: &[&str] = &[
@@ -223,6 +277,7 @@ pub fn classify(
             mount_point: Some(m.mount_point.clone()),
             mount: Some(m.clone()),
             basis: "the process's mount table",
+            spec: None,
         };
     }
     let Some(c) = c else {
@@ -231,6 +286,7 @@ pub fn classify(
             mount_point: None,
             mount: None,
             basis: "nothing: the container is unknown",
+            spec: None,
         };
     };
     if let Some(r) = runtime_mount(c, &path) {
@@ -247,6 +303,7 @@ pub fn classify(
             mount_point: Some(r.container_path.clone()),
             mount: None,
             basis: "the runtime's mount list",
+            spec: None,
         };
     }
     let cause = match c.readonly_rootfs {
@@ -258,6 +315,7 @@ pub fn classify(
         mount_point: Some("/".to_owned()),
         mount: None,
         basis: "the runtime's container spec",
+        spec: None,
     }
 }
 

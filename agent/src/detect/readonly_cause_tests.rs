@@ -459,6 +459,7 @@ fn an_unknown_container_is_unknown() {
             mount_point: None,
             mount: None,
             basis: "nothing: the container is unknown",
+            spec: None,
         }
     );
     assert_eq!(v.cause.as_str(), "unknown");
@@ -626,4 +627,83 @@ fn a_writable_overlay_root_whose_upper_directory_is_on_a_read_only_host_filesyst
             after_error: true,
         }
     );
+}
+
+fn spec_meta() -> crate::model::PodMeta {
+    use crate::model::{ContainerSpecMeta, PodMeta, PodVolume, VolumeMountMeta};
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMountMeta {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only,
+        sub_path: None,
+    };
+    let volume = |name: &str, kind: &str, read_only: bool| PodVolume {
+        name: name.into(),
+        kind: kind.into(),
+        csi_driver: None,
+        read_only,
+    };
+    PodMeta {
+        volumes: vec![
+            volume("db", "persistentVolumeClaim", false),
+            volume("archive", "persistentVolumeClaim", true),
+            volume("scratch", "emptyDir", false),
+        ],
+        containers: vec![ContainerSpecMeta {
+            name: "app".into(),
+            volume_mounts: vec![
+                mount("db", "/data", true),
+                mount("archive", "/archive/", false),
+                mount("scratch", "/tmp", false),
+            ],
+            ..ContainerSpecMeta::default()
+        }],
+        ..PodMeta::default()
+    }
+}
+
+#[test]
+fn the_pod_spec_names_the_volume_and_says_who_made_it_read_only() {
+    let meta = spec_meta();
+    let pvc = pod_volume("kubernetes.io~csi", "pvc-3c1f/mount");
+    let m = mount(&format!(
+        "1600 1523 252:1 {pvc} /data ro,relatime - ext4 /dev/vda1 rw,discard,errors=remount-ro"
+    ));
+    let v = classify("/data/db/wal", Some(&m), None, None).with_spec(Some(&meta), "app");
+    // The spec's name, not the PersistentVolume's from the host path.
+    assert_eq!(
+        v.cause,
+        Cause::ReadOnlyVolume {
+            volume: volume("persistentVolumeClaim", "db"),
+            host_path: Some(pvc),
+        }
+    );
+    assert_eq!(
+        v.spec,
+        Some(SpecMount {
+            volume: "db".into(),
+            kind: "persistentVolumeClaim".into(),
+            mount_read_only: true,
+            volume_read_only: false,
+        })
+    );
+    let archive = spec_mount(&meta, "app", "/archive").expect("trailing slash ignored");
+    assert!(!archive.mount_read_only && archive.volume_read_only);
+
+    // Another container, an unmounted path, no metadata: the verdict is unchanged.
+    let plain = classify("/data/db/wal", Some(&m), None, None);
+    assert_eq!(plain.clone().with_spec(Some(&meta), "sidecar"), plain);
+    assert_eq!(plain.clone().with_spec(None, "app"), plain);
+    assert_eq!(spec_mount(&meta, "app", "/dat"), None);
+    // A cause that is not a volume keeps its cause; the spec is still told.
+    let rootfs = Verdict {
+        cause: Cause::ReadOnlyRootfs,
+        mount_point: Some("/tmp".into()),
+        mount: None,
+        basis: "test",
+        spec: None,
+    }
+    .with_spec(Some(&meta), "app");
+    assert_eq!(rootfs.cause, Cause::ReadOnlyRootfs);
+    assert_eq!(rootfs.spec.map(|s| s.volume), Some("scratch".into()));
 }

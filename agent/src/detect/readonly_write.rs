@@ -175,7 +175,8 @@ impl ReadOnlyWriteDetector {
             MountLookup::Found(m) => Some(&**m),
             MountLookup::Unknown(_) => None,
         };
-        let verdict = classify(path, mount, Some(c), self.host_table());
+        let meta = cx.inventory.pod_meta(&c.pod.uid).map(|m| &**m);
+        let verdict = classify(path, mount, Some(c), self.host_table()).with_spec(meta, &c.name);
         let mut f = finding(c, path, &verdict, e.at, cx);
         f.count = e.count.max(1);
         f.summary = format!(
@@ -249,7 +250,8 @@ impl ReadOnlyWriteDetector {
             }
         });
         let verdict = match &path {
-            Some(p) => classify(p, None, Some(c), self.host_table()),
+            Some(p) => classify(p, None, Some(c), self.host_table())
+                .with_spec(cx.inventory.pod_meta(&c.pod.uid).map(|m| &**m), &c.name),
             None => Verdict {
                 cause: match c.readonly_rootfs {
                     Some(true) if c.mounts.iter().all(|m| !m.readonly) => Cause::ReadOnlyRootfs,
@@ -258,6 +260,7 @@ impl ReadOnlyWriteDetector {
                 mount_point: None,
                 mount: None,
                 basis: "the runtime's container spec",
+                spec: None,
             },
         };
         let shown_path = path.as_deref().unwrap_or("(a path the log does not name)");
@@ -336,12 +339,20 @@ fn describe(v: &Verdict) -> String {
         Cause::ReadOnlyVolume {
             volume: Some(vol), ..
         } => format!(
-            "{} is {} volume {:?}, mounted read-only",
+            "{} is {} volume {:?}, mounted read-only{}",
             v.mount_point
                 .as_deref()
                 .map_or_else(|| "the path".to_owned(), shown),
             vol.kind,
-            vol.name
+            vol.name,
+            match &v.spec {
+                Some(s) if s.mount_read_only => " as its volumeMount asks (readOnly: true in the pod spec)",
+                Some(_) if vol.always_read_only() => "",
+                Some(s) if s.volume_read_only =>
+                    " as the volume's source asks (readOnly: true in the pod spec)",
+                Some(_) => ", though the pod spec does not ask for it",
+                None => "",
+            }
         ),
         Cause::ReadOnlyVolume { host_path, .. } => format!(
             "{} is a read-only mount{}",
@@ -446,6 +457,9 @@ fn push_mount_evidence(
         ),
     };
     ev = ev.with("cause", v.cause.as_str()).with("basis", v.basis);
+    if let Some(spec) = v.spec.as_ref().and_then(|s| serde_json::to_value(s).ok()) {
+        ev = ev.with("pod_spec", spec);
+    }
     if let Some(obj) = cause.as_object() {
         for (k, val) in obj.iter().filter(|(k, _)| k.as_str() != "cause") {
             ev = ev.with(k, val.clone());

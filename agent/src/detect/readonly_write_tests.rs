@@ -678,3 +678,42 @@ fn a_tracer_event_arriving_after_the_log_reported_the_exit_is_not_counted_again(
     assert!(h.feed(erofs(traced(ID, "/config/app.yaml", 5)), 61).is_empty());
     assert!(h.tick(100).is_empty(), "no held-back count either");
 }
+
+#[test]
+fn with_the_pod_spec_the_finding_names_its_volume_and_mount() {
+    use crate::model::{ContainerSpecMeta, PodMeta, PodVolume, VolumeMountMeta};
+    let mut h = Harness::with(vec![app(ID)]);
+    let meta = PodMeta {
+        pod: app(ID).pod,
+        owner: None,
+        volumes: vec![PodVolume {
+            name: "settings".into(),
+            kind: "configMap".into(),
+            csi_driver: None,
+            read_only: true,
+        }],
+        containers: vec![ContainerSpecMeta {
+            name: "app".into(),
+            volume_mounts: vec![VolumeMountMeta {
+                name: "settings".into(),
+                mount_path: "/config".into(),
+                read_only: true,
+                sub_path: None,
+            }],
+            ..ContainerSpecMeta::default()
+        }],
+    };
+    h.feed(SourceEvent::PodMeta(Arc::new(meta)), 1);
+    let out = h.feed(erofs(traced(ID, "/config/app.yaml", 5)), 5);
+    assert_eq!(out.len(), 1);
+    let f = &out[0];
+    assert_eq!(
+        f.summary,
+        "container app in pod shop/api-0 could not write /config/app.yaml (openat returned EROFS): /config is \
+         configMap volume \"settings\", mounted read-only as its volumeMount asks (readOnly: true in the pod spec)"
+    );
+    let a = &f.evidence[1].attributes;
+    assert_eq!(a["volume"]["name"], "settings");
+    assert_eq!(a["pod_spec"]["volume"], "settings");
+    assert_eq!(a["pod_spec"]["mount_read_only"], true);
+}
