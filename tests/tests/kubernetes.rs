@@ -150,6 +150,72 @@ async fn wait_condition(
 }
 
 /// Every node patch is a strategic merge of podmortem's four types, and nothing else.
+/// The (API group, resource, verb) a request to the API server needs.
+fn permission(r: &Recorded) -> (String, String, String) {
+    let parts: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", "v1", rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => panic!("unexpected path {}", r.path),
+    };
+    let rest = match rest {
+        ["namespaces", _, rest @ ..] => rest,
+        rest => rest,
+    };
+    let (resource, named) = match rest {
+        [resource] => ((*resource).to_owned(), false),
+        [resource, _name] => ((*resource).to_owned(), true),
+        [resource, _name, sub] => (format!("{resource}/{sub}"), true),
+        _ => panic!("unexpected path {}", r.path),
+    };
+    let verb = match (r.method.as_str(), named) {
+        ("GET", true) => "get",
+        ("GET", false) if r.is_watch() => "watch",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PATCH", _) => "patch",
+        ("PUT", _) => "update",
+        ("DELETE", _) => "delete",
+        (m, _) => panic!("unexpected method {m}"),
+    };
+    (group.to_owned(), resource, verb.to_owned())
+}
+
+/// Every request the agent made is allowed by the ClusterRole shipped in `deploy/rbac.yaml`,
+/// and every rule there was needed.
+fn assert_allowed_by_shipped_rbac(api: &FakeApiServer) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let role = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
+        .find(|doc| doc["kind"] == "ClusterRole")
+        .expect("a ClusterRole in deploy/rbac.yaml");
+    let mut granted = std::collections::BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for group in rule["apiGroups"].as_array().unwrap() {
+            for resource in rule["resources"].as_array().unwrap() {
+                for verb in rule["verbs"].as_array().unwrap() {
+                    let s = |v: &Value| v.as_str().unwrap().to_owned();
+                    granted.insert((s(group), s(resource), s(verb)));
+                }
+            }
+        }
+    }
+    let used: std::collections::BTreeSet<_> = api.requests().iter().map(permission).collect();
+    for need in &used {
+        assert!(
+            granted.contains(need),
+            "{need:?} is used but not granted by deploy/rbac.yaml"
+        );
+    }
+    for grant in &granted {
+        assert!(
+            used.contains(grant),
+            "{grant:?} is granted by deploy/rbac.yaml but never used"
+        );
+    }
+}
+
 fn assert_patches_are_podmortems_only(api: &FakeApiServer) {
     let patches = node_patches(api);
     assert!(!patches.is_empty());
@@ -361,6 +427,7 @@ async fn failures_become_events_on_their_pods_and_findings_carry_the_owner_from_
     for r in pod_requests(&api) {
         assert_eq!(r.param("fieldSelector"), Some("spec.nodeName=e2e-node"), "{r:?}");
     }
+    assert_allowed_by_shipped_rbac(&api);
     let status = agent.stop().await.unwrap();
     assert!(status.success(), "{status}");
 }
