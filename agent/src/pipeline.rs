@@ -19,6 +19,7 @@ use crate::detect::oom_risk::OomRiskDetector;
 use crate::detect::readonly_write::ReadOnlyWriteDetector;
 use crate::detect::Detector;
 use crate::engine::{Engine, Stopped};
+use crate::export::otlp::{Otlp, OtlpError};
 use crate::export::stdout::StdoutSink;
 use crate::export::{self, Sink};
 use crate::sources::containerd_events::ContainerdEventsSource;
@@ -32,6 +33,7 @@ use crate::sources::kmsg::KmsgSource;
 use crate::sources::logs::TailConfig;
 use crate::sources::memory::MemorySampler;
 use crate::state::{StateError, StateStore};
+use crate::telemetry::Telemetry;
 
 /// Capacity of the sources → engine channel.
 pub const SOURCE_CHANNEL: usize = 1024;
@@ -39,6 +41,8 @@ pub const SOURCE_CHANNEL: usize = 1024;
 pub const FINDING_CHANNEL: usize = 1024;
 /// Capacity of the CRI request channel.
 pub const CRI_REQUEST_CHANNEL: usize = 256;
+/// How long, at shutdown, findings still queued for the OTLP collector may take to go.
+pub const OTLP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +53,9 @@ pub enum RunError {
     /// The host dependency catalogue is invalid.
     #[error("host_deps: {0}")]
     Catalogue(#[from] CatalogueError),
+    /// The OTLP export is misconfigured.
+    #[error("otlp: {0}")]
+    Otlp(#[from] OtlpError),
     /// A part of the agent stopped (or panicked) while it should have kept running.
     #[error("the {0} stopped unexpectedly")]
     TaskStopped(&'static str),
@@ -86,6 +93,12 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
         resumed = resumed.is_some(),
         "podmortem starting"
     );
+
+    // Started before any source, so that a misconfigured collector stops the agent at once.
+    // The standard OTEL_* variables win over the config file.
+    let otlp_config = config.otlp.clone().with_env(&|k| std::env::var(k).ok())?;
+    let telemetry = Telemetry::new();
+    let otlp = Otlp::start(&otlp_config, &node, Arc::clone(&telemetry))?;
 
     let (source_tx, source_rx) = mpsc::channel(SOURCE_CHANNEL);
     let (finding_tx, finding_rx) = mpsc::channel(FINDING_CHANNEL);
@@ -173,7 +186,11 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
     let stop = shutdown.clone();
     tasks.spawn(async move { Ended::Engine(Box::new(engine.run(source_rx, finding_tx, stop).await)) });
 
-    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::stdout(config.output))];
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::stdout(config.output))];
+    let otlp_flush = otlp.map(|otlp| {
+        sinks.push(Box::new(otlp.sink));
+        otlp.flush
+    });
     tasks.spawn_blocking(move || {
         export::run_blocking(sinks, finding_rx, exported);
         Ended::Exporter
@@ -200,6 +217,16 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
             Ok(Ended::Engine(engine)) => stopped = Some(engine),
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "a task failed while stopping"),
+        }
+    }
+    // The exporter has handed everything to the sinks; the collector may still be owed some.
+    if let Some(flush) = otlp_flush {
+        let left = flush.flush(OTLP_FLUSH_TIMEOUT).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "{left} finding(s) not delivered to the OTLP collector within {OTLP_FLUSH_TIMEOUT:?} of shutdown"
+            );
         }
     }
     // The exporter has written everything the engine emitted: its last progress holds.
