@@ -19,6 +19,7 @@ use crate::detect::oom_risk::OomRiskDetector;
 use crate::detect::readonly_write::ReadOnlyWriteDetector;
 use crate::detect::Detector;
 use crate::engine::{Engine, Stopped};
+use crate::export::otlp::{Otlp, OtlpError};
 use crate::export::stdout::StdoutSink;
 use crate::export::{self, Sink};
 use crate::kubernetes::{self, KubeError};
@@ -44,6 +45,8 @@ pub const SOURCE_CHANNEL: usize = 1024;
 pub const FINDING_CHANNEL: usize = 1024;
 /// Capacity of the CRI request channel.
 pub const CRI_REQUEST_CHANNEL: usize = 256;
+/// How long, at shutdown, findings still queued for the OTLP collector may take to go.
+pub const OTLP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,9 @@ pub enum RunError {
     /// The Kubernetes API was asked for and cannot be used.
     #[error(transparent)]
     Kubernetes(#[from] KubeError),
+    /// The OTLP export is misconfigured.
+    #[error("otlp: {0}")]
+    Otlp(#[from] OtlpError),
     /// A part of the agent stopped (or panicked) while it should have kept running.
     #[error("the {0} stopped unexpectedly")]
     TaskStopped(&'static str),
@@ -101,12 +107,17 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
         "podmortem starting"
     );
 
+    // Started before any source, so that a misconfigured collector stops the agent at once.
+    // The standard OTEL_* variables win over the config file.
+    let otlp_config = config.otlp.clone().with_env(&|k| std::env::var(k).ok())?;
+    let telemetry = Telemetry::new();
+    let mut otlp = Otlp::start(&otlp_config, &node, Arc::clone(&telemetry))?;
+
     let (source_tx, source_rx) = mpsc::channel(SOURCE_CHANNEL);
     let (finding_tx, finding_rx) = mpsc::channel(FINDING_CHANNEL);
     let (cri_handle, cri_requests) = cri::request_channel(CRI_REQUEST_CHANNEL);
     let exported = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
-    let telemetry = Telemetry::new();
     // The runtime's two connections are what readiness means; the other sources are optional.
     telemetry.set_ready(cri::READY, false);
     telemetry.set_ready(containerd_events::READY, false);
@@ -216,12 +227,15 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
     let stop = shutdown.clone();
     tasks.spawn(async move { Ended::Engine(Box::new(engine.run(source_rx, finding_tx, stop).await)) });
 
-    let metrics = Metrics::start(
-        Arc::clone(&telemetry),
-        &config.host_root,
-        opentelemetry_sdk::Resource::builder_empty().build(),
-        None,
-    )?;
+    // One meter provider: /metrics and, with a collector, OTLP every `metrics_interval`.
+    let (resource, otlp_metrics) = match &mut otlp {
+        Some(otlp) => (
+            otlp.resource.clone(),
+            otlp.metrics.take().map(|m| (m, otlp_config.metrics_interval)),
+        ),
+        None => (opentelemetry_sdk::Resource::builder_empty().build(), None),
+    };
+    let metrics = Metrics::start(Arc::clone(&telemetry), &config.host_root, resource, otlp_metrics)?;
     if let Some(address) = config.http.address {
         let listener = crate::http::bind(address).await?;
         let bound = listener
@@ -234,6 +248,10 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
 
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::stdout(config.output))];
     sinks.extend(kube_sinks.into_iter().flatten());
+    let otlp_flush = otlp.map(|otlp| {
+        sinks.push(Box::new(otlp.sink));
+        otlp.flush
+    });
     tasks.spawn_blocking(move || {
         export::run_blocking(sinks, finding_rx, exported);
         Ended::Exporter
@@ -260,6 +278,16 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
             Ok(Ended::Engine(engine)) => stopped = Some(engine),
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "a task failed while stopping"),
+        }
+    }
+    // The exporter has handed everything to the sinks; the collector may still be owed some.
+    if let Some(flush) = otlp_flush {
+        let left = flush.flush(OTLP_FLUSH_TIMEOUT).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "{left} finding(s) not delivered to the OTLP collector within {OTLP_FLUSH_TIMEOUT:?} of shutdown"
+            );
         }
     }
     // The exporter has written everything the engine emitted: its last progress holds.

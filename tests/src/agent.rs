@@ -62,6 +62,27 @@ impl Agent {
     /// As [`Agent::start`], run through `wrapper` (a command and its arguments that runs the
     /// rest of its command line, such as `setpriv` with fewer capabilities).
     pub fn start_wrapped(wrapper: &[&str], socket: &Path, state_dir: &Path, extra: &[&str]) -> Result<Agent> {
+        Self::start_full(wrapper, None, socket, state_dir, extra)
+    }
+
+    /// As [`Agent::start`], with exactly the `OTEL_*` environment variables in `env` (those
+    /// of the test's own environment are removed), plus any other variable `env` names.
+    pub fn start_with_env(
+        socket: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Agent> {
+        Self::start_full(&[], Some(env), socket, state_dir, extra)
+    }
+
+    fn start_full(
+        wrapper: &[&str],
+        env: Option<&[(&str, &str)]>,
+        socket: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+    ) -> Result<Agent> {
         let binary = Self::binary()?;
         let mut command = match wrapper {
             [] => Command::new(&binary),
@@ -71,6 +92,14 @@ impl Agent {
                 c
             }
         };
+        if let Some(env) = env {
+            for (name, _) in std::env::vars_os() {
+                if name.to_string_lossy().starts_with("OTEL_") {
+                    command.env_remove(&name);
+                }
+            }
+            command.envs(env.iter().copied());
+        }
         let mut child = command
             .arg("run")
             .arg("--containerd-address")

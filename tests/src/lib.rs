@@ -7,6 +7,8 @@
 //! - [`cri::Cri`] creates pods and containers through CRI with the options tests need.
 //! - [`agent::Agent`] runs the real `podmortem` binary against it and collects its findings.
 //! - [`fake_apiserver::FakeApiServer`] stands in for the Kubernetes API server.
+//! - [`otlp_receiver::OtlpReceiver`] is a real OTLP collector (gRPC or HTTP) on 127.0.0.1 that
+//!   records what the agent exports to it.
 //!
 //! Everything needs root and Debian's `containerd`, `runc` and `busybox-static`; without them
 //! the test bed fails with a message saying what is missing.
@@ -19,6 +21,7 @@ pub mod host;
 pub mod http;
 pub mod image;
 pub mod loopfs;
+pub mod otlp_receiver;
 
 /// Errors of the test bed: a message saying what failed and why.
 #[derive(Debug, thiserror::Error)]
@@ -119,9 +122,27 @@ impl TestBed {
 
     /// Starts the agent with a config file holding `yaml`.
     pub fn agent_with_config(&self, yaml: &str) -> Result<agent::Agent> {
+        let path = self.config_file(yaml)?;
+        self.agent(&["--config", &path])
+    }
+
+    /// Starts the agent with a config file holding `yaml` and exactly the `OTEL_*` environment
+    /// variables in `env` (see [`agent::Agent::start_with_env`]).
+    pub fn agent_with_config_and_env(&self, yaml: &str, env: &[(&str, &str)]) -> Result<agent::Agent> {
+        let path = self.config_file(yaml)?;
+        agent::Agent::start_with_env(
+            &self.containerd.socket(),
+            &self.containerd.dir().join("agent-state"),
+            &["--config", &path],
+            env,
+        )
+    }
+
+    fn config_file(&self, yaml: &str) -> Result<String> {
         let path = self.containerd.dir().join("agent-config.yaml");
         std::fs::write(&path, yaml).context("cannot write the agent's config")?;
-        let path = path.to_str().ok_or_else(|| err("test bed path is not UTF-8"))?;
-        self.agent(&["--config", path])
+        path.to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| err("test bed path is not UTF-8"))
     }
 }
