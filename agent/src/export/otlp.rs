@@ -113,7 +113,9 @@ pub enum OtlpProtocol {
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpConfig {
     /// The collector's base URL (`OTEL_EXPORTER_OTLP_ENDPOINT`), e.g.
-    /// `http://otel-collector:4317`. None: findings go to standard output only.
+    /// `http://otel-collector:4317`; plain `http://` only (no TLS yet). Over HTTP, logs go to
+    /// `<endpoint>/v1/logs` and metrics to `<endpoint>/v1/metrics`. None: findings go to
+    /// standard output only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// `grpc` or `http/protobuf` (`OTEL_EXPORTER_OTLP_PROTOCOL`). Default: `grpc`.
