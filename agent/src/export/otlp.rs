@@ -26,13 +26,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use opentelemetry::logs::{Logger as _, LoggerProvider as _};
+use opentelemetry::logs::LoggerProvider as _;
 use opentelemetry::InstrumentationScope;
 use opentelemetry_otlp::{
     ExporterBuildError, LogExporter, MetricExporter, Protocol, RetryPolicy, WithExportConfig as _,
     WithHttpConfig as _, WithTonicConfig as _,
 };
-use opentelemetry_sdk::logs::{LogExporter as _, SdkLogger, SdkLoggerProvider};
+use opentelemetry_sdk::logs::{LogExporter as _, SdkLoggerProvider};
 use opentelemetry_sdk::Resource;
 use serde::{Deserialize, Serialize};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
@@ -113,7 +113,9 @@ pub enum OtlpProtocol {
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpConfig {
     /// The collector's base URL (`OTEL_EXPORTER_OTLP_ENDPOINT`), e.g.
-    /// `http://otel-collector:4317`. None: findings go to standard output only.
+    /// `http://otel-collector:4317`; plain `http://` only (no TLS yet). Over HTTP, logs go to
+    /// `<endpoint>/v1/logs` and metrics to `<endpoint>/v1/metrics`. None: findings go to
+    /// standard output only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// `grpc` or `http/protobuf` (`OTEL_EXPORTER_OTLP_PROTOCOL`). Default: `grpc`.
@@ -244,6 +246,7 @@ impl Otlp {
         let delivery = Delivery::new(
             Arc::clone(&queue),
             exporter,
+            logger,
             scope,
             DeliveryConfig {
                 endpoint: endpoint.clone(),
@@ -263,7 +266,6 @@ impl Otlp {
         );
         Ok(Some(Otlp {
             sink: OtlpSink {
-                logger,
                 queue: Arc::clone(&queue),
             },
             flush: OtlpFlush { queue },
@@ -280,10 +282,9 @@ fn scope() -> InstrumentationScope {
         .build()
 }
 
-/// The sink: each finding becomes a log record in the bounded queue.
+/// The sink: each finding goes into the bounded queue, to become a log record on its way out.
 #[derive(Debug)]
 pub struct OtlpSink {
-    logger: SdkLogger,
     queue: Arc<Queue>,
 }
 
@@ -295,9 +296,7 @@ impl Sink for OtlpSink {
     /// Queues the finding and returns at once. A full queue drops it (counted and logged by
     /// the queue), which is not an error of the exporter thread.
     fn export(&mut self, finding: &Finding) -> Result<(), ExportError> {
-        let mut record = self.logger.create_log_record();
-        attributes::fill(&mut record, finding, SystemTime::now());
-        self.queue.push(record);
+        self.queue.push(finding.clone(), SystemTime::now());
         Ok(())
     }
 }

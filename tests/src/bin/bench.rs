@@ -12,14 +12,19 @@
 //!   about 10,000 failing writes per second: the agent's CPU time and the kernel programs' own
 //!   run time (`kernel.bpf_stats_enabled`).
 //!
+//! - OTLP: the time from a finding's line on the agent's stdout to its log record's arrival at
+//!   a real OTLP gRPC collector on loopback, with the default `batch_delay` (200 ms) and with
+//!   none.
+//!
 //! Environment: `PODMORTEM_BIN` (the agent to measure, release build by `make bench`),
 //! `BENCH_EXITS` (default 40), `BENCH_CONTAINERS` (default 50), `BENCH_EROFS_SECONDS`
-//! (default 10).
+//! (default 10), `BENCH_OTLP_FINDINGS` (default 20).
 
 use std::time::Duration;
 
 use podmortem_e2e::agent::{field, latency_ms};
 use podmortem_e2e::cri::{ContainerSpec, PodSpec};
+use podmortem_e2e::otlp_receiver::OtlpReceiver;
 use podmortem_e2e::{err, Context, Result, TestBed};
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -172,6 +177,59 @@ async fn bench() -> Result<()> {
         bed.cri.remove_pod(p).await?;
     }
     agent.stop().await?;
+
+    otlp_latency(&bed).await?;
+    Ok(())
+}
+
+/// From a finding's line on stdout to its record's arrival at a gRPC collector on loopback.
+async fn otlp_latency(bed: &TestBed) -> Result<()> {
+    let findings = env_usize("BENCH_OTLP_FINDINGS", 20);
+    let receiver = OtlpReceiver::grpc().await?;
+    for (what, batch_delay) in [
+        ("default batch_delay 200ms", ""),
+        ("batch_delay 0s", "  batch_delay: 0s\n"),
+    ] {
+        let yaml = format!("otlp:\n  endpoint: {}\n{batch_delay}", receiver.endpoint());
+        let mut agent = bed.agent_with_config(&yaml)?;
+        agent
+            .wait_for_log("subscribed to containerd events", Duration::from_secs(20))
+            .await?;
+        let pod = bed
+            .cri
+            .run_pod(&PodSpec::new("bench", &format!("otlp-{}", batch_delay.len())))
+            .await?;
+        let mut ms = Vec::with_capacity(findings);
+        for attempt in 0..findings {
+            let spec = ContainerSpec {
+                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                ..ContainerSpec::shell("app", "sleep 0.1; exit 3")
+            };
+            let id = bed.cri.run_container(&pod, &spec).await?;
+            let printed = agent
+                .wait_for("bench OTLP finding", Duration::from_secs(20), |f| {
+                    field(f, "/subject/container_id") == id
+                })
+                .await?;
+            let record = receiver
+                .wait_for("bench OTLP record", Duration::from_secs(20), |r| {
+                    r.str("container.id") == Some(id.as_str())
+                })
+                .await?;
+            ms.push(match record.at.duration_since(printed.at) {
+                Ok(d) => d.as_secs_f64() * 1000.0,
+                // The record came first: the stdout pipe was read later.
+                Err(e) => -e.duration().as_secs_f64() * 1000.0,
+            });
+        }
+        bed.cri.remove_pod(&pod).await?;
+        agent.stop().await?;
+        summary(
+            &format!("finding on stdout -> OTLP record at a gRPC collector ({what})"),
+            " findings",
+            ms,
+        );
+    }
     Ok(())
 }
 

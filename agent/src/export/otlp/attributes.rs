@@ -236,7 +236,9 @@ fn source_name(source: EvidenceSource) -> &'static str {
     }
 }
 
-/// A JSON value as an OTLP value; `null` has none (its key is left out).
+/// A JSON value as an OTLP value. `null` has none: in an object its key is left out, in an
+/// array it becomes an empty string (so that positions hold). Integers beyond `i64` stay exact,
+/// as text.
 pub fn json(value: &serde_json::Value) -> Option<AnyValue> {
     use serde_json::Value;
     Some(match value {

@@ -1,26 +1,33 @@
 //! The bounded queue between the sink and the collector, and the task that empties it.
 //!
-//! The sink pushes records from the exporter's blocking thread and never waits: a full queue
-//! drops the new record, counts it and says so (the first time, then at most every
-//! [`DROP_REPORT_EVERY`] with the count). The delivery task takes up to `batch_size` records
-//! (waiting up to `batch_delay` for a batch to fill), exports them, and on a retryable failure
-//! keeps the batch and sends it again after an exponential backoff, until it is delivered; a
-//! batch the collector rejects for good is dropped, counted and logged. Records leave the
-//! queue in the order they came. The batch being sent still counts against the capacity, so at
-//! most `capacity` records are ever held.
+//! The sink pushes findings from the exporter's blocking thread and never waits: a full queue
+//! drops the new finding, counts it and says so (the first time, then at most every
+//! [`DROP_REPORT_EVERY`] with the count). The delivery task takes up to `batch_size` findings
+//! (waiting up to `batch_delay` for a batch to fill), makes them log records, exports them, and
+//! on a retryable failure keeps the batch and sends it again after an exponential backoff,
+//! until it is delivered; a batch the collector rejects for good is dropped, counted and
+//! logged. Findings leave the queue in the order they came. The batch being sent still counts
+//! against the capacity, so at most `capacity` findings are ever held.
+//!
+//! The queue holds findings, not log records: a finding takes about two thirds of the heap of
+//! its record (whose evidence is a list of hash maps), and a batch is mapped once, by the
+//! delivery task, off the exporter thread.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use opentelemetry::logs::Logger as _;
 use opentelemetry::InstrumentationScope;
-use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogRecord};
+use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogRecord, SdkLogger};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::attributes;
 use super::failure::{classify, Verdict};
 use crate::backoff::Backoff;
+use crate::detect::Finding;
 use crate::telemetry::Telemetry;
 
 /// The sink's name in counters and logs.
@@ -28,12 +35,19 @@ pub const SINK: &str = "otlp";
 /// How often, at most, dropped findings are reported after the first.
 pub const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// The records waiting for the collector, shared by the sink, the delivery task and flushes.
+/// A finding waiting for the collector, and when the sink took it (the record's observed time).
+#[derive(Debug)]
+struct Queued {
+    finding: Finding,
+    observed: SystemTime,
+}
+
+/// The findings waiting for the collector, shared by the sink, the delivery task and flushes.
 #[derive(Debug)]
 pub struct Queue {
     state: Mutex<State>,
     capacity: usize,
-    /// A record arrived, a flush was asked for, or the sink is gone.
+    /// A finding arrived, a flush was asked for, or the sink is gone.
     wake: Notify,
     /// A flush wants the batch in backoff sent now.
     hurry: Notify,
@@ -46,7 +60,7 @@ pub struct Queue {
 
 #[derive(Debug, Default)]
 struct State {
-    records: VecDeque<SdkLogRecord>,
+    findings: VecDeque<Queued>,
     in_flight: usize,
     drops: Drops,
 }
@@ -60,7 +74,7 @@ struct Drops {
 }
 
 impl Queue {
-    /// A queue holding at most `capacity` records (at least one), counting in `telemetry`.
+    /// A queue holding at most `capacity` findings (at least one), counting in `telemetry`.
     pub fn new(capacity: usize, telemetry: Arc<Telemetry>) -> Queue {
         Queue {
             state: Mutex::new(State::default()),
@@ -81,11 +95,11 @@ impl Queue {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds `record` at the end; false when the queue is full and the record was dropped.
-    /// Never waits for the collector.
-    pub fn push(&self, record: SdkLogRecord) -> bool {
+    /// Adds `finding`, observed at `observed`, at the end; false when the queue is full and
+    /// the finding was dropped. Never waits for the collector.
+    pub fn push(&self, finding: Finding, observed: SystemTime) -> bool {
         let mut state = self.lock();
-        if state.records.len() + state.in_flight >= self.capacity {
+        if state.findings.len() + state.in_flight >= self.capacity {
             state.drops.total += 1;
             state.drops.unreported += 1;
             drop(state);
@@ -93,7 +107,7 @@ impl Queue {
             self.report_drops(true);
             return false;
         }
-        state.records.push_back(record);
+        state.findings.push_back(Queued { finding, observed });
         drop(state);
         self.wake.notify_one();
         true
@@ -128,10 +142,10 @@ impl Queue {
         );
     }
 
-    /// Records waiting and being sent.
+    /// Findings waiting and being sent.
     pub fn held(&self) -> usize {
         let state = self.lock();
-        state.records.len() + state.in_flight
+        state.findings.len() + state.in_flight
     }
 
     /// Findings dropped so far because the queue was full.
@@ -140,14 +154,14 @@ impl Queue {
     }
 
     fn queued(&self) -> usize {
-        self.lock().records.len()
+        self.lock().findings.len()
     }
 
-    /// Takes up to `n` records from the front; they count as in flight until [`Queue::done`].
-    fn take(&self, n: usize) -> Vec<SdkLogRecord> {
+    /// Takes up to `n` findings from the front; they count as in flight until [`Queue::done`].
+    fn take(&self, n: usize) -> Vec<Queued> {
         let mut state = self.lock();
-        let n = n.min(state.records.len());
-        let batch: Vec<SdkLogRecord> = state.records.drain(..n).collect();
+        let n = n.min(state.findings.len());
+        let batch: Vec<Queued> = state.findings.drain(..n).collect();
         state.in_flight = batch.len();
         batch
     }
@@ -202,9 +216,9 @@ impl Queue {
 pub struct DeliveryConfig {
     /// The collector, for logs.
     pub endpoint: String,
-    /// The most records in one export.
+    /// The most findings in one export.
     pub batch_size: usize,
-    /// How long records wait for a batch to fill.
+    /// How long findings wait for a batch to fill.
     pub batch_delay: Duration,
     /// The first wait before sending a failed batch again.
     pub retry_initial: Duration,
@@ -217,18 +231,27 @@ pub struct DeliveryConfig {
 pub struct Delivery<E> {
     queue: Arc<Queue>,
     exporter: E,
+    logger: SdkLogger,
     scope: InstrumentationScope,
     config: DeliveryConfig,
     backoff: Backoff,
 }
 
 impl<E: LogExporter> Delivery<E> {
-    /// A delivery task for `queue` through `exporter`, its records in `scope`.
-    pub fn new(queue: Arc<Queue>, exporter: E, scope: InstrumentationScope, config: DeliveryConfig) -> Self {
+    /// A delivery task for `queue` through `exporter`, its records made by `logger`, whose
+    /// instrumentation scope is `scope`.
+    pub fn new(
+        queue: Arc<Queue>,
+        exporter: E,
+        logger: SdkLogger,
+        scope: InstrumentationScope,
+        config: DeliveryConfig,
+    ) -> Self {
         let backoff = Backoff::new(config.retry_initial, config.retry_max);
         Delivery {
             queue,
             exporter,
+            logger,
             scope,
             config: DeliveryConfig {
                 batch_size: config.batch_size.max(1),
@@ -246,9 +269,9 @@ impl<E: LogExporter> Delivery<E> {
         let _ = self.exporter.shutdown();
     }
 
-    /// The next batch: waits for a first record, then up to `batch_delay` for a full batch
+    /// The next batch: waits for a first finding, then up to `batch_delay` for a full batch
     /// (not while flushing). None once the queue is closed and empty.
-    async fn next_batch(&self) -> Option<Vec<SdkLogRecord>> {
+    async fn next_batch(&self) -> Option<Vec<Queued>> {
         loop {
             if self.queue.queued() > 0 {
                 break;
@@ -268,8 +291,16 @@ impl<E: LogExporter> Delivery<E> {
         Some(self.queue.take(self.config.batch_size))
     }
 
-    /// Sends `batch` until it is delivered or rejected.
-    async fn deliver(&mut self, batch: Vec<SdkLogRecord>) {
+    /// Makes `batch` log records and sends them until they are delivered or rejected.
+    async fn deliver(&mut self, batch: Vec<Queued>) {
+        let batch: Vec<SdkLogRecord> = batch
+            .into_iter()
+            .map(|Queued { finding, observed }| {
+                let mut record = self.logger.create_log_record();
+                attributes::fill(&mut record, &finding, observed);
+                record
+            })
+            .collect();
         let n = batch.len();
         let count = u64::try_from(n).unwrap_or(u64::MAX);
         let pairs: Vec<(&SdkLogRecord, &InstrumentationScope)> =

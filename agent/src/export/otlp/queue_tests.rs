@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _};
 use opentelemetry::InstrumentationScope;
@@ -15,6 +15,8 @@ use tokio::time::Instant;
 use super::failure::{classify, Verdict};
 use super::queue::{Delivery, DeliveryConfig, Queue};
 use super::{Otlp, OtlpConfig, OtlpProtocol};
+use crate::detect::finding::{FindingKind, Severity, Subject};
+use crate::detect::Finding;
 use crate::export::Sink as _;
 use crate::telemetry::{Point, Telemetry};
 
@@ -82,8 +84,27 @@ fn logger() -> SdkLogger {
 fn record(logger: &SdkLogger, body: &str) -> SdkLogRecord {
     let mut r = logger.create_log_record();
     r.set_body(AnyValue::from(body.to_owned()));
-    r.set_observed_timestamp(std::time::SystemTime::now());
+    r.set_observed_timestamp(SystemTime::now());
     r
+}
+
+/// A finding whose record's body is `summary`.
+fn finding(summary: &str) -> Finding {
+    let mut f = Finding::new(
+        FindingKind::ContainerExited,
+        Severity::Warning,
+        Subject::Node {
+            node: "node-1".into(),
+        },
+        SystemTime::now(),
+        &[summary],
+    );
+    f.summary = summary.to_owned();
+    f
+}
+
+fn push(queue: &Queue, summary: &str) -> bool {
+    queue.push(finding(summary), SystemTime::now())
 }
 
 fn config(batch_size: usize, retry_initial: Duration) -> DeliveryConfig {
@@ -100,6 +121,7 @@ fn start(queue: &Arc<Queue>, fake: &Fake, config: DeliveryConfig) -> tokio::task
     let delivery = Delivery::new(
         Arc::clone(queue),
         fake.clone(),
+        logger(),
         InstrumentationScope::builder("test").build(),
         config,
     );
@@ -127,10 +149,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 fn a_full_queue_drops_the_new_finding_and_counts_it() {
     let telemetry = Telemetry::new();
     let queue = Queue::new(3, Arc::clone(&telemetry));
-    let logger = logger();
-    let kept: Vec<bool> = (0..5)
-        .map(|n| queue.push(record(&logger, &n.to_string())))
-        .collect();
+    let kept: Vec<bool> = (0..5).map(|n| push(&queue, &n.to_string())).collect();
     assert_eq!(kept, [true, true, true, false, false]);
     assert_eq!(queue.held(), 3);
     assert_eq!(queue.dropped(), 2);
@@ -147,9 +166,8 @@ fn a_full_queue_drops_the_new_finding_and_counts_it() {
 async fn the_oldest_findings_are_kept_and_leave_in_order_in_batches() {
     let telemetry = Telemetry::new();
     let queue = Arc::new(Queue::new(10, Arc::clone(&telemetry)));
-    let logger = logger();
     for n in 0..12 {
-        queue.push(record(&logger, &n.to_string()));
+        push(&queue, &n.to_string());
     }
     let fake = Fake::default();
     let task = start(&queue, &fake, config(4, Duration::from_millis(1)));
@@ -173,14 +191,13 @@ async fn the_oldest_findings_are_kept_and_leave_in_order_in_batches() {
 #[tokio::test]
 async fn a_batch_waits_up_to_the_batch_delay_to_fill() {
     let queue = Arc::new(Queue::new(10, Telemetry::new()));
-    let logger = logger();
     let fake = Fake::default();
     let mut config = config(3, Duration::from_millis(1));
     config.batch_delay = Duration::from_secs(2);
     let _task = start(&queue, &fake, config);
-    queue.push(record(&logger, "a"));
+    push(&queue, "a");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    queue.push(record(&logger, "b"));
+    push(&queue, "b");
     assert!(fake.delivered().is_empty(), "still filling");
     assert_eq!(queue.drained(Instant::now() + Duration::from_secs(5)).await, 0);
     assert_eq!(
@@ -194,9 +211,8 @@ async fn a_batch_waits_up_to_the_batch_delay_to_fill() {
 async fn a_retryable_failure_keeps_the_batch_until_it_is_delivered() {
     let telemetry = Telemetry::new();
     let queue = Arc::new(Queue::new(10, Arc::clone(&telemetry)));
-    let logger = logger();
     for n in 0..3 {
-        queue.push(record(&logger, &n.to_string()));
+        push(&queue, &n.to_string());
     }
     let fake = Fake::failing([
         unavailable(),
@@ -220,20 +236,16 @@ async fn a_retryable_failure_keeps_the_batch_until_it_is_delivered() {
 #[tokio::test]
 async fn a_batch_in_flight_counts_against_the_capacity() {
     let queue = Arc::new(Queue::new(2, Telemetry::new()));
-    let logger = logger();
     let fake = Fake::failing([unavailable()]);
     let _task = start(&queue, &fake, config(1, Duration::from_millis(200)));
-    queue.push(record(&logger, "first"));
+    push(&queue, "first");
     // The first is taken and failed: it waits out its backoff, in flight.
     let deadline = Instant::now() + Duration::from_secs(5);
     while fake.attempts() == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(queue.push(record(&logger, "second")));
-    assert!(
-        !queue.push(record(&logger, "third")),
-        "first in flight + second = 2"
-    );
+    assert!(push(&queue, "second"));
+    assert!(!push(&queue, "third"), "first in flight + second = 2");
     assert_eq!(queue.drained(Instant::now() + Duration::from_secs(5)).await, 0);
     assert_eq!(fake.delivered(), [strings(&["first"]), strings(&["second"])]);
 }
@@ -242,9 +254,8 @@ async fn a_batch_in_flight_counts_against_the_capacity() {
 async fn a_rejected_batch_is_dropped_counted_and_the_next_one_goes() {
     let telemetry = Telemetry::new();
     let queue = Arc::new(Queue::new(10, Arc::clone(&telemetry)));
-    let logger = logger();
     for n in 0..4 {
-        queue.push(record(&logger, &n.to_string()));
+        push(&queue, &n.to_string());
     }
     let fake = Fake::failing([invalid()]);
     let _task = start(&queue, &fake, config(2, Duration::from_millis(1)));
@@ -264,9 +275,8 @@ async fn a_rejected_batch_is_dropped_counted_and_the_next_one_goes() {
 #[tokio::test]
 async fn a_flush_returns_what_is_left_when_the_collector_stays_away() {
     let queue = Arc::new(Queue::new(10, Telemetry::new()));
-    let logger = logger();
     for n in 0..3 {
-        queue.push(record(&logger, &n.to_string()));
+        push(&queue, &n.to_string());
     }
     let fake = Fake::failing(std::iter::repeat_with(unavailable).take(1000));
     let _task = start(&queue, &fake, config(2, Duration::from_millis(10)));
@@ -279,8 +289,7 @@ async fn a_flush_returns_what_is_left_when_the_collector_stays_away() {
 #[tokio::test]
 async fn a_flush_cuts_a_long_backoff_short() {
     let queue = Arc::new(Queue::new(10, Telemetry::new()));
-    let logger = logger();
-    queue.push(record(&logger, "x"));
+    push(&queue, "x");
     let fake = Fake::failing([unavailable()]);
     let _task = start(&queue, &fake, config(10, Duration::from_secs(600)));
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -295,10 +304,9 @@ async fn a_flush_cuts_a_long_backoff_short() {
 #[tokio::test]
 async fn the_delivery_task_ends_once_the_sink_is_gone_and_all_is_delivered() {
     let queue = Arc::new(Queue::new(10, Telemetry::new()));
-    let logger = logger();
     let fake = Fake::default();
     let task = start(&queue, &fake, config(10, Duration::from_millis(1)));
-    queue.push(record(&logger, "last"));
+    push(&queue, "last");
     queue.close();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
@@ -321,8 +329,7 @@ async fn export_once(protocol: OtlpProtocol, endpoint: &str) -> OTelSdkResult {
         ..OtlpConfig::default()
     };
     let exporter = super::log_exporter(&config, endpoint, protocol).unwrap();
-    let logger = logger();
-    let record = record(&logger, "x");
+    let record = record(&logger(), "x");
     let scope = InstrumentationScope::builder("test").build();
     exporter.export(LogBatch::new(&[(&record, &scope)])).await
 }
