@@ -267,11 +267,14 @@ impl Config {
         at_least("host_fs.interval", self.host_fs.interval, ms(100))?;
         at_least("otlp.timeout", self.otlp.timeout, ms(10))?;
         at_least("otlp.retry_initial", self.otlp.retry_initial, ms(1))?;
-        at_least(
-            "otlp.metrics_interval",
-            self.otlp.metrics_interval,
-            Duration::from_secs(1),
-        )?;
+        if !self.otlp.metrics_interval.is_zero() {
+            // Zero turns the metrics export off.
+            at_least(
+                "otlp.metrics_interval",
+                self.otlp.metrics_interval,
+                Duration::from_secs(1),
+            )?;
+        }
         if self.otlp.retry_max < self.otlp.retry_initial {
             return Err(invalid(
                 "otlp.retry_max",
