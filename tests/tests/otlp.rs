@@ -154,7 +154,8 @@ fn assert_oom_record(record: &Record, finding: &Value, pod: &Pod, id: &str, serv
 async fn an_oom_kill_arrives_at_a_grpc_collector_as_a_log_record_with_its_attributes() {
     let receiver = OtlpReceiver::grpc().await.unwrap();
     let bed = TestBed::start().await.unwrap();
-    let mut agent = agent_on(&bed, &config(&receiver.endpoint(), ""), &[]).await;
+    let yaml = config(&receiver.endpoint(), "").replace("otlp:\n", "otlp:\n  metrics_interval: 1s\n");
+    let mut agent = agent_on(&bed, &yaml, &[]).await;
     let pod = bed
         .cri
         .run_pod(&PodSpec::new("e2e", "hungry-grpc"))
@@ -178,6 +179,74 @@ async fn an_oom_kill_arrives_at_a_grpc_collector_as_a_log_record_with_its_attrib
     // One record for one finding.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.records_with("container.id", &id).len(), 1);
+
+    // The metrics reach the same collector: findings by kind and namespace (no pod label), the
+    // node's pressure and the agent's own health.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let exports = receiver.metric_exports();
+        let points = |name: &str| -> Vec<Vec<(String, String)>> {
+            let mut out = Vec::new();
+            for export in &exports {
+                for rm in &export.request.resource_metrics {
+                    for sm in &rm.scope_metrics {
+                        for m in sm.metrics.iter().filter(|m| m.name == name) {
+                            let attrs = |kv: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
+                                kv.iter()
+                                    .map(|kv| {
+                                        let v = kv.value.as_ref().and_then(|v| v.value.as_ref());
+                                        let v = match v {
+                                            Some(OtlpValue::StringValue(s)) => s.clone(),
+                                            other => format!("{other:?}"),
+                                        };
+                                        (kv.key.clone(), v)
+                                    })
+                                    .collect::<Vec<_>>()
+                            };
+                            use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+                            match &m.data {
+                                Some(Data::Sum(sum)) => {
+                                    out.extend(sum.data_points.iter().map(|p| attrs(&p.attributes)))
+                                }
+                                Some(Data::Gauge(g)) => {
+                                    out.extend(g.data_points.iter().map(|p| attrs(&p.attributes)))
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            }
+            out
+        };
+        let findings = points("podmortem.findings");
+        let oom = findings.iter().any(|p| {
+            p.contains(&("kind".to_owned(), "OOMKilled".to_owned()))
+                && p.contains(&("namespace".to_owned(), "e2e".to_owned()))
+        });
+        if oom
+            && !points("podmortem.source.events").is_empty()
+            && !points("podmortem.node.pressure").is_empty()
+        {
+            assert!(
+                findings
+                    .iter()
+                    .all(|p| p.iter().all(|(k, _)| k == "kind" || k == "namespace")),
+                "findings metric labels: {findings:?}"
+            );
+            let resource = &exports[0].request.resource_metrics[0].resource;
+            let node = resource
+                .as_ref()
+                .and_then(|r| find(&r.attributes, "k8s.node.name"));
+            assert!(node.is_some(), "metrics carry the resource: {resource:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no findings metric at the collector"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     bed.cri.remove_pod(&pod).await.unwrap();
     let status = agent.stop().await.unwrap();
     assert!(status.success(), "{status}");
