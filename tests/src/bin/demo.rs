@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use podmortem_e2e::agent::Agent;
 use podmortem_e2e::cri::{ContainerSpec, Pod, PodSpec};
+use podmortem_e2e::fake_apiserver::{str_at, FakeApiServer};
 use podmortem_e2e::loopfs::LoopFs;
+use podmortem_e2e::otlp_receiver::OtlpReceiver;
 use podmortem_e2e::{Context, Result, TestBed};
 
 #[allow(clippy::print_stderr)]
@@ -18,6 +20,11 @@ fn say(text: &str) {
     } else {
         eprintln!("\n==> {text}");
     }
+}
+
+#[allow(clippy::print_stderr)]
+fn show(text: &str) {
+    eprintln!("    {text}");
 }
 
 async fn run_and_wait(bed: &TestBed, pod: &Pod, spec: ContainerSpec) -> Result<()> {
@@ -49,12 +56,27 @@ async fn demo() -> Result<()> {
 
     // A node disk of its own (a loop device), watched like containerd's and kubelet's.
     let mut disk = LoopFs::new(bed.containerd.dir(), "node-disk")?;
+    // Where the findings go besides this terminal: an OpenTelemetry collector (a real OTLP gRPC
+    // server) and a stand-in for the Kubernetes API server (none can run here).
+    let collector = OtlpReceiver::grpc().await?;
+    let apiserver = FakeApiServer::start().await?;
+    apiserver.add_node("demo-node", serde_json::json!([]));
+    let kubeconfig = apiserver.write_kubeconfig(&bed.containerd.dir().join("kubeconfig"))?;
+    say(&format!(
+        "An OTLP collector listens at {}, a Kubernetes API stand-in at {}",
+        collector.endpoint(),
+        apiserver.url()
+    ));
     let config = bed.containerd.dir().join("podmortem.yaml");
     std::fs::write(
         &config,
         format!(
-            "host_fs:\n  interval: 1s\n  paths: [/var/lib/containerd, /var/lib/kubelet, /var/log, {}]\n",
-            disk.dir.display()
+            "host_fs:\n  interval: 1s\n  paths: [/var/lib/containerd, /var/lib/kubelet, /var/log, {}]\n\
+             otlp:\n  endpoint: {}\n  batch_delay: 50ms\n  metrics_interval: 2s\n\
+             kubernetes:\n  mode: on\n  kubeconfig: {}\n  condition_settle: 5s\n",
+            disk.dir.display(),
+            collector.endpoint(),
+            kubeconfig.display()
         ),
     )
     .context("cannot write the agent's config")?;
@@ -206,6 +228,74 @@ async fn demo() -> Result<()> {
         status.code().unwrap_or(-1)
     ));
     let _ = host_ns.kill().await;
+
+    say("What `kubectl describe pod` shows: podmortem's Events on the pods");
+    show("NAMESPACE/POD                               TYPE     REASON                    COUNT  MESSAGE");
+    for e in apiserver.events() {
+        let count = e["series"]["count"].as_u64().unwrap_or(1);
+        let pod = format!(
+            "{}/{}",
+            str_at(&e, "/regarding/namespace"),
+            str_at(&e, "/regarding/name")
+        );
+        let note: String = str_at(&e, "/note").chars().take(90).collect();
+        show(&format!(
+            "{pod:<43} {:<8} {:<25} {count:<6} {note}…",
+            str_at(&e, "/type"),
+            str_at(&e, "/reason")
+        ));
+    }
+    say("What `kubectl describe node` shows: podmortem's conditions on the Node");
+    if let Some(node) = apiserver.node("demo-node") {
+        for c in node["status"]["conditions"].as_array().into_iter().flatten() {
+            let message: String = str_at(c, "/message").chars().take(90).collect();
+            show(&format!(
+                "{:<24} {:<6} {:<18} {message}",
+                str_at(c, "/type"),
+                str_at(c, "/status"),
+                str_at(c, "/reason")
+            ));
+        }
+    }
+    say("What the OpenTelemetry collector received: one log record per finding, and metrics");
+    let records = collector.records();
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for r in &records {
+        *kinds
+            .entry(r.str("podmortem.finding.kind").unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    show(&format!("{} log records: {kinds:?}", records.len()));
+    if let Some(r) = records
+        .iter()
+        .find(|r| r.str("podmortem.finding.kind") == Some("OOMKilled"))
+    {
+        show(&format!("the OOMKilled record: {}", r.body().unwrap_or_default()));
+        for key in [
+            "k8s.namespace.name",
+            "k8s.pod.name",
+            "k8s.container.name",
+            "k8s.container.restart_count",
+            "process.exit.code",
+            "k8s.container.status.last_terminated_reason",
+            "podmortem.finding.fingerprint",
+        ] {
+            let value = r
+                .str(key)
+                .map(str::to_owned)
+                .or_else(|| r.int(key).map(|i| i.to_string()))
+                .unwrap_or_default();
+            show(&format!("    {key} = {value}"));
+        }
+    }
+    let metrics: std::collections::BTreeSet<String> = collector
+        .metric_exports()
+        .iter()
+        .flat_map(|e| e.request.resource_metrics.iter())
+        .flat_map(|rm| rm.scope_metrics.iter())
+        .flat_map(|sm| sm.metrics.iter().map(|m| m.name.clone()))
+        .collect();
+    show(&format!("metrics received: {metrics:?}"));
 
     say("Done: stopping podmortem and removing the pods and containerd");
     tokio::time::sleep(Duration::from_secs(1)).await;
