@@ -4,7 +4,7 @@
 //!
 //! | metric (OTLP name → Prometheus name) | labels |
 //! |---|---|
-//! | `podmortem.findings` → `podmortem_findings_total` | `kind`, `namespace` |
+//! | `podmortem.findings` → `podmortem_findings_total` | `kind`, `k8s.namespace.name` |
 //! | `podmortem.source.events` → `podmortem_source_events_total` | `source` |
 //! | `podmortem.source.parse_errors` → `podmortem_source_parse_errors_total` | `source` |
 //! | `podmortem.export.findings` → `podmortem_export_findings_total` | `sink` |
@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use opentelemetry::metrics::{AsyncInstrument, Meter, MeterProvider as _};
 use opentelemetry::KeyValue;
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::Resource;
 use prometheus::{Encoder as _, TextEncoder};
 
@@ -69,7 +70,12 @@ impl Metrics {
             .with_resource(resource)
             .with_reader(prometheus);
         if let Some((exporter, interval)) = otlp {
-            builder = builder.with_reader(PeriodicReader::builder(exporter).with_interval(interval).build());
+            // Exports run on the agent's tokio runtime: the HTTP exporter's client needs one (the
+            // SDK's default reader runs on a bare thread, where it panics).
+            let reader = PeriodicReader::builder(exporter, opentelemetry_sdk::runtime::Tokio)
+                .with_interval(interval)
+                .build();
+            builder = builder.with_reader(reader);
         }
         let provider = builder.build();
         register(&provider.meter("podmortem"), telemetry, host_root.to_owned());
@@ -236,7 +242,7 @@ mod tests {
         let text = metrics.prometheus_text().expect("text");
         let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));
         assert!(
-            has(r#"podmortem_findings_total{kind="OOMKilled",namespace="shop"} 2"#),
+            has(r#"podmortem_findings_total{k8s_namespace_name="shop",kind="OOMKilled"} 2"#),
             "{text}"
         );
         assert!(has(r#"podmortem_source_events_total{source="kmsg"} 1"#), "{text}");
