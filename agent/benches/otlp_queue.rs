@@ -83,9 +83,14 @@ fn start(port: u16) -> Otlp {
         endpoint: Some(format!("http://127.0.0.1:{port}")),
         ..OtlpConfig::default()
     };
-    Otlp::start(&config, "ip-10-0-12-34", Telemetry::new())
-        .unwrap()
-        .unwrap()
+    Otlp::start(
+        &config,
+        "ip-10-0-12-34",
+        std::path::Path::new("/"),
+        Telemetry::new(),
+    )
+    .unwrap()
+    .unwrap()
 }
 
 fn main() {

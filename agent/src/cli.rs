@@ -142,14 +142,7 @@ fn node_name(config: &Config) -> Option<String> {
     if let Some(name) = &config.node_name {
         return Some(name.clone());
     }
-    [
-        config.host_root.join("etc/hostname"),
-        "/proc/sys/kernel/hostname".into(),
-    ]
-    .iter()
-    .filter_map(|path| std::fs::read_to_string(path).ok())
-    .map(|text| text.trim().to_owned())
-    .find(|name| !name.is_empty())
+    crate::sources::host::hostname(&config.host_root)
 }
 
 /// Entry point of the binary. Exit codes: 0 success, 1 runtime failure, 2 bad usage or config.

@@ -35,8 +35,11 @@ async fn agent_on(bed: &TestBed, yaml: &str, env: &[(&str, &str)]) -> Agent {
     agent
 }
 
+/// The host's name as the agent (host root `/`) must tell it: the host's `/etc/hostname`,
+/// which in a pod differs from the kernel's (the pod's own) hostname.
 fn the_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    std::fs::read_to_string("/etc/hostname")
+        .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
         .unwrap()
         .trim()
         .to_owned()
@@ -222,7 +225,7 @@ async fn an_oom_kill_arrives_at_a_grpc_collector_as_a_log_record_with_its_attrib
         let findings = points("podmortem.findings");
         let oom = findings.iter().any(|p| {
             p.contains(&("kind".to_owned(), "OOMKilled".to_owned()))
-                && p.contains(&("namespace".to_owned(), "e2e".to_owned()))
+                && p.contains(&("k8s.namespace.name".to_owned(), "e2e".to_owned()))
         });
         if oom
             && !points("podmortem.source.events").is_empty()
@@ -231,7 +234,7 @@ async fn an_oom_kill_arrives_at_a_grpc_collector_as_a_log_record_with_its_attrib
             assert!(
                 findings
                     .iter()
-                    .all(|p| p.iter().all(|(k, _)| k == "kind" || k == "namespace")),
+                    .all(|p| p.iter().all(|(k, _)| k == "kind" || k == "k8s.namespace.name")),
                 "findings metric labels: {findings:?}"
             );
             let resource = &exports[0].request.resource_metrics[0].resource;
@@ -264,7 +267,8 @@ async fn http_protobuf_configured_only_through_the_environment() {
         ("OTEL_SERVICE_NAME", "podmortem-e2e"),
         ("OTEL_RESOURCE_ATTRIBUTES", "k8s.cluster.name=e2e-cluster"),
     ];
-    let mut agent = agent_on(&bed, "cri:\n  resync_interval: 1s\n", &env).await;
+    let yaml = "cri:\n  resync_interval: 1s\notlp:\n  metrics_interval: 1s\n";
+    let mut agent = agent_on(&bed, yaml, &env).await;
     assert!(
         agent.stderr().contains("protocol=http/protobuf"),
         "{}",
@@ -294,6 +298,24 @@ async fn http_protobuf_configured_only_through_the_environment() {
         record.headers.get("content-type").map(String::as_str),
         Some("application/x-protobuf")
     );
+    // Metrics go over HTTP too (their periodic export runs on the agent's runtime).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !receiver.metric_exports().iter().any(|e| {
+        e.request
+            .resource_metrics
+            .iter()
+            .flat_map(|rm| rm.scope_metrics.iter())
+            .flat_map(|sm| sm.metrics.iter())
+            .any(|m| m.name == "podmortem.findings")
+    }) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no metrics over HTTP: {}",
+            agent.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!agent.stderr().contains("panicked"), "{}", agent.stderr());
     bed.cri.remove_pod(&pod).await.unwrap();
     let status = agent.stop().await.unwrap();
     assert!(status.success(), "{status}");

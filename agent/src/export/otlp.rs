@@ -194,13 +194,15 @@ pub struct Otlp {
 }
 
 impl Otlp {
-    /// Starts the OTLP export of findings to `config`'s collector, from `node`, counting in
+    /// Starts the OTLP export of findings to `config`'s collector, from `node` (whose host is
+    /// visible at `host_root`, for `host.name`), counting in
     /// `telemetry`: builds the exporters and spawns the delivery task (so it must be called
     /// inside the tokio runtime). None when no endpoint is configured (logs once "no OTLP
     /// endpoint configured: findings go to standard output only").
     pub fn start(
         config: &OtlpConfig,
         node: &str,
+        host_root: &std::path::Path,
         telemetry: Arc<Telemetry>,
     ) -> Result<Option<Otlp>, OtlpError> {
         let Some(endpoint) = config
@@ -219,7 +221,7 @@ impl Otlp {
             endpoint: endpoint.clone(),
         })?;
         let protocol = config.protocol.unwrap_or(OtlpProtocol::Grpc);
-        let resource = resource::build(config, node, resource::hostname());
+        let resource = resource::build(config, node, resource::hostname(host_root));
         let mut exporter = log_exporter(config, &endpoint, protocol)?;
         exporter.set_resource(&resource);
         let metrics = if config.metrics_interval.is_zero() {

@@ -39,6 +39,16 @@ pub use self::tree::{
 
 use super::cgroup::snippet;
 
+/// The host's name: `<host_root>/etc/hostname` (in a pod, the kernel's hostname is the pod's
+/// own; the host's file does not lie), else the kernel's. `None` when neither says.
+pub fn hostname(host_root: &Path) -> Option<String> {
+    [host_root.join("etc/hostname"), "/proc/sys/kernel/hostname".into()]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|text| text.trim().to_owned())
+        .find(|name| !name.is_empty())
+}
+
 /// What can go wrong looking at the host. Every variant names what it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {

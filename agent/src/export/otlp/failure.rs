@@ -7,8 +7,9 @@
 //! the collector said it will never take it.
 //!
 //! - gRPC: `Cancelled`, `DeadlineExceeded`, `Aborted`, `OutOfRange`, `Unavailable`, `DataLoss`
-//!   are retryable; the other codes are rejections. `ResourceExhausted` is a rejection unless
-//!   the collector sent `RetryInfo`, which the exporter has already honoured by then. A status
+//!   are retryable, and so is `ResourceExhausted` (a collector shedding load; the exporter gives
+//!   up on a `RetryInfo` delay longer than what is left of its timeout, so the batch waits here
+//!   instead); the other codes are rejections. A status
 //!   made on this side (a connection refused, a timeout: the message names a local cause) is
 //!   always retryable: the collector never answered.
 //! - HTTP: 429, 502, 503, 504 and no response at all are retryable; any other status is a
@@ -45,12 +46,12 @@ fn classify_message(message: &str) -> Verdict {
             return Verdict::Retry;
         }
         return match code {
-            "Cancelled" | "DeadlineExceeded" | "Aborted" | "OutOfRange" | "Unavailable" | "DataLoss" => {
-                Verdict::Retry
-            }
+            "Cancelled" | "DeadlineExceeded" | "Aborted" | "OutOfRange" | "Unavailable" | "DataLoss"
+            | "ResourceExhausted" => Verdict::Retry,
             "Unknown" | "InvalidArgument" | "NotFound" | "AlreadyExists" | "PermissionDenied"
-            | "ResourceExhausted" | "FailedPrecondition" | "Unimplemented" | "Internal"
-            | "Unauthenticated" | "Ok" => Verdict::Reject,
+            | "FailedPrecondition" | "Unimplemented" | "Internal" | "Unauthenticated" | "Ok" => {
+                Verdict::Reject
+            }
             _ => Verdict::Retry,
         };
     }

@@ -380,7 +380,13 @@ async fn the_sink_never_waits_for_an_unreachable_collector() {
         retry_max: Duration::from_millis(50),
         ..OtlpConfig::default()
     };
-    let Some(mut otlp) = Otlp::start(&config, "node-1", Arc::clone(&telemetry)).unwrap() else {
+    let Some(mut otlp) = Otlp::start(
+        &config,
+        "node-1",
+        std::path::Path::new("/"),
+        Arc::clone(&telemetry),
+    )
+    .unwrap() else {
         panic!("an endpoint is configured");
     };
     assert!(otlp.metrics.is_some());
@@ -406,9 +412,14 @@ async fn the_sink_never_waits_for_an_unreachable_collector() {
 
 #[tokio::test]
 async fn no_endpoint_no_export() {
-    assert!(Otlp::start(&OtlpConfig::default(), "n", Telemetry::new())
-        .unwrap()
-        .is_none());
+    assert!(Otlp::start(
+        &OtlpConfig::default(),
+        "n",
+        std::path::Path::new("/"),
+        Telemetry::new()
+    )
+    .unwrap()
+    .is_none());
 }
 
 #[test]
@@ -417,6 +428,6 @@ fn starting_outside_the_runtime_is_an_error_not_a_panic() {
         endpoint: Some("http://127.0.0.1:4317".into()),
         ..OtlpConfig::default()
     };
-    let e = Otlp::start(&config, "n", Telemetry::new()).unwrap_err();
+    let e = Otlp::start(&config, "n", std::path::Path::new("/"), Telemetry::new()).unwrap_err();
     assert!(e.to_string().contains("tokio runtime"), "{e}");
 }

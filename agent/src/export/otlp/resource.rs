@@ -47,10 +47,7 @@ pub fn build(config: &OtlpConfig, node: &str, hostname: Option<String>) -> Resou
         .build()
 }
 
-/// This host's name (`/proc/sys/kernel/hostname`, the kernel's own), when it can be read.
-pub fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
+/// The host's name as seen below `host_root` (not the pod's own hostname), when it can be read.
+pub fn hostname(host_root: &std::path::Path) -> Option<String> {
+    crate::sources::host::hostname(host_root)
 }
