@@ -348,6 +348,15 @@ impl Config {
             k.node_oom_window,
             Duration::from_secs(1),
         )?;
+        let day = Duration::from_secs(86_400);
+        for (key, value) in [
+            ("kubernetes.node_oom_window", k.node_oom_window),
+            ("kubernetes.condition_settle", k.condition_settle),
+        ] {
+            if value > day {
+                return Err(invalid(key, "must be at most 1 day"));
+            }
+        }
         Ok(())
     }
 }
@@ -434,6 +443,10 @@ mod tests {
                 "kubernetes.events_per_second",
             ),
             ("kubernetes:\n  events_burst: 0\n", "kubernetes.events_burst"),
+            (
+                "kubernetes:\n  condition_settle: 1000000000y\n",
+                "kubernetes.condition_settle",
+            ),
         ] {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(&format!("key `{key}`")), "{text}: {err}");

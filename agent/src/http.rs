@@ -156,7 +156,7 @@ mod tests {
         let (status, body) = get_page(address, "/metrics").await;
         assert_eq!(status, 200);
         assert!(
-            body.contains(r#"podmortem_findings_total{kind="NodeOOM",namespace=""} 1"#),
+            body.contains(r#"podmortem_findings_total{k8s_namespace_name="",kind="NodeOOM"} 1"#),
             "{body}"
         );
         assert_eq!(get_page(address, "/nothing").await.0, 404);

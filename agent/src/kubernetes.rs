@@ -155,6 +155,7 @@ pub fn sinks(
     client: &kube::Client,
     node: &str,
     config: &KubernetesConfig,
+    unchecked: &[&str],
     telemetry: &Arc<Telemetry>,
 ) -> Vec<Box<dyn Sink>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
@@ -171,6 +172,7 @@ pub fn sinks(
             client.clone(),
             node,
             config,
+            unchecked,
             Arc::clone(telemetry),
         )));
     }

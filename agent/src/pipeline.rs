@@ -111,7 +111,7 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
     // The standard OTEL_* variables win over the config file.
     let otlp_config = config.otlp.clone().with_env(&|k| std::env::var(k).ok())?;
     let telemetry = Telemetry::new();
-    let mut otlp = Otlp::start(&otlp_config, &node, Arc::clone(&telemetry))?;
+    let mut otlp = Otlp::start(&otlp_config, &node, &config.host_root, Arc::clone(&telemetry))?;
 
     let (source_tx, source_rx) = mpsc::channel(SOURCE_CHANNEL);
     let (finding_tx, finding_rx) = mpsc::channel(FINDING_CHANNEL);
@@ -220,7 +220,15 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
     // An exit finished this long before a listing is surely recorded in it, or was reported
     // from its event after the grace period.
     let margin = config.exit.runtime_grace + Duration::from_secs(1);
-    let kube_sinks = kube.map(|client| kubernetes::sinks(&client, &node, &config.kubernetes, &telemetry));
+    let kube_sinks = kube.map(|client| {
+        kubernetes::sinks(
+            &client,
+            &node,
+            &config.kubernetes,
+            &unchecked_conditions(&config),
+            &telemetry,
+        )
+    });
     let engine = Engine::new(node, detectors, state, margin, Arc::clone(&exported))
         .with_memory_targets(targets_tx)
         .with_telemetry(Arc::clone(&telemetry));
@@ -284,6 +292,7 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
     if let Some(flush) = otlp_flush {
         let left = flush.flush(OTLP_FLUSH_TIMEOUT).await;
         if left > 0 {
+            telemetry.dropped("otlp", "shutdown", u64::try_from(left).unwrap_or(u64::MAX));
             tracing::warn!(
                 left,
                 "{left} finding(s) not delivered to the OTLP collector within {OTLP_FLUSH_TIMEOUT:?} of shutdown"
@@ -300,7 +309,10 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
             tracing::warn!(%error, "cannot record progress at shutdown");
         }
     }
-    metrics.shutdown();
+    // The last export waits for the runtime's workers: not from one of them.
+    if let Err(error) = tokio::task::spawn_blocking(move || metrics.shutdown()).await {
+        tracing::warn!(%error, "metrics shutdown failed");
+    }
     match failed {
         Some(name) => Err(RunError::TaskStopped(name)),
         None => Ok(()),
@@ -312,4 +324,20 @@ fn queued<T>(tx: Option<mpsc::Sender<T>>) -> u64 {
     tx.map_or(0, |tx| {
         u64::try_from(tx.max_capacity().saturating_sub(tx.capacity())).unwrap_or(u64::MAX)
     })
+}
+
+/// The node conditions whose checks are switched off: not sent, so that the Node never shows a
+/// health nobody checked.
+fn unchecked_conditions(config: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if !config.host_deps.enabled {
+        out.push("MissingHostDependency");
+    }
+    if !config.host_fs.enabled {
+        out.push("HostFilesystemReadOnly");
+    }
+    if !config.kmsg.enabled {
+        out.push("NodeOOM");
+    }
+    out
 }

@@ -11,6 +11,14 @@ pub mod metrics;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// The findings counter's namespace label: the semantic conventions' `k8s.namespace.name`
+/// (`k8s_namespace_name` in Prometheus, which leaves `namespace` to the scrape's target labels).
+pub const NAMESPACE_LABEL: &str = "k8s.namespace.name";
+/// The most (kind, namespace) series the findings counter keeps.
+pub const MAX_FINDING_SERIES: usize = 1000;
+/// Where findings in namespaces beyond [`MAX_FINDING_SERIES`] are counted.
+pub const OTHER_NAMESPACES: &str = "_other";
+
 /// A counter read from elsewhere when metrics are collected (a source's own statistics).
 pub type Probe = Arc<dyn Fn() -> u64 + Send + Sync>;
 
@@ -74,9 +82,17 @@ impl Telemetry {
     }
 
     /// The engine emitted a finding of `kind` about something in `namespace` (empty for the
-    /// node).
+    /// node). Past [`MAX_FINDING_SERIES`] (kind, namespace) pairs, new ones count under
+    /// namespace [`OTHER_NAMESPACES`], so clusters with throwaway namespaces stay bounded.
     pub fn finding(&self, kind: &'static str, namespace: &str) {
-        add(&self.findings, (kind, namespace.to_owned()), 1);
+        let mut findings = lock(&self.findings);
+        let key = (kind, namespace.to_owned());
+        let key = if findings.len() >= MAX_FINDING_SERIES && !findings.contains_key(&key) {
+            (kind, OTHER_NAMESPACES.to_owned())
+        } else {
+            key
+        };
+        *findings.entry(key).or_default() += 1;
     }
 
     /// `sink` delivered `n` findings.
@@ -130,7 +146,7 @@ impl Telemetry {
         lock(&self.findings)
             .iter()
             .map(|((kind, namespace), v)| Point {
-                labels: vec![("kind", (*kind).to_owned()), ("namespace", namespace.clone())],
+                labels: vec![("kind", (*kind).to_owned()), (NAMESPACE_LABEL, namespace.clone())],
                 value: *v,
             })
             .collect()
@@ -202,7 +218,7 @@ mod tests {
             value: 2
         }));
         assert!(t.finding_points().contains(&Point {
-            labels: vec![("kind", "OOMKilled".into()), ("namespace", "shop".into())],
+            labels: vec![("kind", "OOMKilled".into()), (NAMESPACE_LABEL, "shop".into())],
             value: 2
         }));
         assert_eq!(t.dropped_points()[0].value, 3);
@@ -216,6 +232,24 @@ mod tests {
             value: 1
         }));
         assert_eq!(t.queue_points()[0].value, 5);
+    }
+
+    #[test]
+    fn finding_series_are_bounded() {
+        let t = Telemetry::new();
+        for i in 0..MAX_FINDING_SERIES + 50 {
+            t.finding("ContainerExited", &format!("ci-{i}"));
+        }
+        t.finding("ContainerExited", "ci-0");
+        let points = t.finding_points();
+        assert_eq!(points.len(), MAX_FINDING_SERIES + 1);
+        let other = points
+            .iter()
+            .find(|p| p.labels[1].1 == OTHER_NAMESPACES)
+            .expect("an overflow series");
+        assert_eq!(other.value, 50);
+        let first = points.iter().find(|p| p.labels[1].1 == "ci-0").expect("kept");
+        assert_eq!(first.value, 2, "a known namespace still counts on its own");
     }
 
     #[test]

@@ -121,6 +121,11 @@ impl Agent {
                 &["--http-address", "127.0.0.1:0"][..]
             })
             .args(extra)
+            // A test agent never talks to a real cluster, whatever the machine has configured.
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .env("HOME", state_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -72,7 +72,7 @@ async fn prometheus_scrapes_the_agents_metrics() {
     let (status, text) = get(address, "/metrics").await.unwrap();
     assert_eq!(status, 200);
     assert!(
-        text.contains(r#"podmortem_findings_total{kind="ContainerExited",namespace="shop"} 1"#),
+        text.contains(r#"podmortem_findings_total{k8s_namespace_name="shop",kind="ContainerExited"} 1"#),
         "{text}"
     );
 
@@ -116,7 +116,7 @@ async fn prometheus_scrapes_the_agents_metrics() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    assert_eq!(result["metric"]["namespace"], "shop");
+    assert_eq!(result["metric"]["k8s_namespace_name"], "shop");
     assert_eq!(result["value"][1], "1");
 
     // The scrape itself is clean: the target is up and Prometheus reports no error for it.

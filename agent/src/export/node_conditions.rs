@@ -87,6 +87,7 @@ impl ConditionSink {
         client: kube::Client,
         node: &str,
         config: &KubernetesConfig,
+        unchecked: &[&str],
         telemetry: Arc<Telemetry>,
     ) -> ConditionSink {
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -102,7 +103,7 @@ impl ConditionSink {
         let task = Task {
             api: Api::all(client),
             node: node.to_owned(),
-            state: Conditions::new(config.condition_settle, config.node_oom_window),
+            state: Conditions::new(config.condition_settle, config.node_oom_window).without(unchecked),
             telemetry: Arc::clone(&telemetry),
         };
         tokio::spawn(task.run(rx));

@@ -134,6 +134,13 @@ impl Conditions {
         }
     }
 
+    /// Leaves out `types`: the conditions of checks that are switched off, which would
+    /// otherwise claim a health nobody checked.
+    pub fn without(mut self, types: &[&str]) -> Self {
+        self.types.retain(|t| !types.contains(&t.type_));
+        self
+    }
+
     fn state(&mut self, type_: &str) -> Option<&mut TypeState> {
         self.types.iter_mut().find(|t| t.type_ == type_)
     }
@@ -314,6 +321,16 @@ mod tests {
 
     const HFRO: &str = "HostFilesystemReadOnly";
     const MHD: &str = "MissingHostDependency";
+
+    #[test]
+    fn switched_off_checks_send_no_condition() {
+        let mut c = Conditions::new(Duration::from_secs(120), Duration::from_secs(600)).without(&[HFRO]);
+        let start = c.desired(t(0));
+        assert_eq!(start.len(), 3);
+        assert!(start.iter().all(|c| c.type_ != HFRO));
+        assert!(!c.apply(&node_finding(FindingKind::HostFilesystemReadOnly, "d", 1, false)));
+        assert!(c.desired(t(2)).iter().all(|c| c.type_ != HFRO));
+    }
 
     #[test]
     fn every_type_starts_false_and_a_finding_raises_and_its_resolution_clears() {
