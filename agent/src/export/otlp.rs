@@ -29,8 +29,8 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::logs::LoggerProvider as _;
 use opentelemetry::InstrumentationScope;
 use opentelemetry_otlp::{
-    ExporterBuildError, LogExporter, MetricExporter, Protocol, RetryPolicy, WithExportConfig as _,
-    WithHttpConfig as _, WithTonicConfig as _,
+    ExporterBuildError, LogExporter, MetricExporter, Protocol, RetryPolicy, WithExportConfig, WithHttpConfig,
+    WithTonicConfig,
 };
 use opentelemetry_sdk::logs::{LogExporter as _, SdkLoggerProvider};
 use opentelemetry_sdk::Resource;
@@ -419,30 +419,46 @@ fn build_error<'a>(
     }
 }
 
+/// The gRPC settings both exporters share.
+fn grpc<B: WithExportConfig + WithTonicConfig>(
+    builder: B,
+    config: &OtlpConfig,
+    endpoint: &str,
+) -> Result<B, OtlpError> {
+    Ok(builder
+        .with_protocol(Protocol::Grpc)
+        .with_endpoint(endpoint)
+        .with_timeout(config.timeout)
+        .with_metadata(metadata(&config.headers)?)
+        .with_retry_policy(RetryPolicy::recommended()))
+}
+
+/// The HTTP/protobuf settings both exporters share; `url` is the signal's own.
+fn http<B: WithExportConfig + WithHttpConfig>(
+    builder: B,
+    config: &OtlpConfig,
+    url: &str,
+) -> Result<B, OtlpError> {
+    Ok(builder
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(url)
+        .with_timeout(config.timeout)
+        .with_headers(http_headers(&config.headers)?)
+        .with_retry_policy(RetryPolicy::recommended()))
+}
+
 fn log_exporter(
     config: &OtlpConfig,
     endpoint: &str,
     protocol: OtlpProtocol,
 ) -> Result<LogExporter, OtlpError> {
     match protocol {
-        OtlpProtocol::Grpc => LogExporter::builder()
-            .with_tonic()
-            .with_protocol(Protocol::Grpc)
-            .with_endpoint(endpoint)
-            .with_timeout(config.timeout)
-            .with_metadata(metadata(&config.headers)?)
-            .with_retry_policy(RetryPolicy::recommended())
+        OtlpProtocol::Grpc => grpc(LogExporter::builder().with_tonic(), config, endpoint)?
             .build()
             .map_err(build_error("logs", endpoint)),
         OtlpProtocol::HttpProtobuf => {
             let url = http_url(endpoint, "/v1/logs");
-            LogExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(url.clone())
-                .with_timeout(config.timeout)
-                .with_headers(http_headers(&config.headers)?)
-                .with_retry_policy(RetryPolicy::recommended())
+            http(LogExporter::builder().with_http(), config, &url)?
                 .build()
                 .map_err(build_error("logs", &url))
         }
@@ -455,24 +471,12 @@ fn metric_exporter(
     protocol: OtlpProtocol,
 ) -> Result<MetricExporter, OtlpError> {
     match protocol {
-        OtlpProtocol::Grpc => MetricExporter::builder()
-            .with_tonic()
-            .with_protocol(Protocol::Grpc)
-            .with_endpoint(endpoint)
-            .with_timeout(config.timeout)
-            .with_metadata(metadata(&config.headers)?)
-            .with_retry_policy(RetryPolicy::recommended())
+        OtlpProtocol::Grpc => grpc(MetricExporter::builder().with_tonic(), config, endpoint)?
             .build()
             .map_err(build_error("metrics", endpoint)),
         OtlpProtocol::HttpProtobuf => {
             let url = http_url(endpoint, "/v1/metrics");
-            MetricExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(url.clone())
-                .with_timeout(config.timeout)
-                .with_headers(http_headers(&config.headers)?)
-                .with_retry_policy(RetryPolicy::recommended())
+            http(MetricExporter::builder().with_http(), config, &url)?
                 .build()
                 .map_err(build_error("metrics", &url))
         }
