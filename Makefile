@@ -37,6 +37,11 @@ unit: deps
 
 ## e2e: end-to-end tests on a real containerd (root)
 e2e: build
+	$(CARGO) test --locked -p podmortem-e2e --no-run
+	@# A build leaves gigabytes of dirty pages behind. containerd syncs its metadata on every
+	@# exit, and while the kernel writes those pages back one CRI record can take seconds:
+	@# the tests start on a quiet disk.
+	sync
 	$(CARGO) test --locked -p podmortem-e2e -- --test-threads=$(TEST_THREADS)
 
 ## test: everything CI runs
