@@ -121,11 +121,8 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
     // The runtime's two connections are what readiness means; the other sources are optional.
     telemetry.set_ready(cri::READY, false);
     telemetry.set_ready(containerd_events::READY, false);
-    // Weak: a depth probe must not keep a channel open after its senders are gone.
-    let probe = source_tx.downgrade();
-    telemetry.queue("sources", Arc::new(move || queued(probe.upgrade())));
-    let probe = finding_tx.downgrade();
-    telemetry.queue("findings", Arc::new(move || queued(probe.upgrade())));
+    telemetry.channel("sources", &source_tx);
+    telemetry.channel("findings", &finding_tx);
 
     let sources_stop = shutdown.child_token();
     let kube = kubernetes::connect(&config.kubernetes).await?;
@@ -317,13 +314,6 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
         Some(name) => Err(RunError::TaskStopped(name)),
         None => Ok(()),
     }
-}
-
-/// How many items wait in the channel `tx` sends into (none once it is closed).
-fn queued<T>(tx: Option<mpsc::Sender<T>>) -> u64 {
-    tx.map_or(0, |tx| {
-        u64::try_from(tx.max_capacity().saturating_sub(tx.capacity())).unwrap_or(u64::MAX)
-    })
 }
 
 /// The node conditions whose checks are switched off: not sent, so that the Node never shows a

@@ -115,6 +115,20 @@ impl Telemetry {
         lock(&self.queues).push((queue, probe));
     }
 
+    /// Reports how many items wait in the channel `tx` sends into, as `queue`. The probe holds
+    /// the channel weakly: it never keeps it open after its senders are gone.
+    pub fn channel<T: Send + 'static>(&self, queue: &'static str, tx: &tokio::sync::mpsc::Sender<T>) {
+        let weak = tx.downgrade();
+        self.queue(
+            queue,
+            Arc::new(move || {
+                weak.upgrade().map_or(0, |tx| {
+                    u64::try_from(tx.max_capacity().saturating_sub(tx.capacity())).unwrap_or(u64::MAX)
+                })
+            }),
+        );
+    }
+
     /// Records whether `source` is connected to what it reads.
     pub fn set_ready(&self, source: &'static str, ready: bool) {
         lock(&self.ready).insert(source, ready);

@@ -9,7 +9,6 @@
 //! than [`MAX_DELAY`] (`rate_limited`): a late Event misleads more than a missing one, and the
 //! finding still went to every other sink. Drops are counted and logged at most every 10 s.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -140,13 +139,7 @@ pub fn note(f: &Finding) -> String {
         note.push_str(". Evidence: ");
         note.push_str(&evidence.join("; "));
     }
-    if note.len() <= MAX_NOTE {
-        return note;
-    }
-    const MORE: &str = "…";
-    let mut cut = crate::text::cut(&note, MAX_NOTE - MORE.len()).to_owned();
-    cut.push_str(MORE);
-    cut
+    crate::text::cut_marked(note, MAX_NOTE)
 }
 
 /// The Pod (and container, as kubelet names it) a finding is about, or `None` for a finding
@@ -254,7 +247,6 @@ struct Request {
 /// Posts findings about containers as Events on their Pods.
 pub struct EventSink {
     tx: mpsc::Sender<Request>,
-    depth: Arc<AtomicU64>,
     drops: Drops,
 }
 
@@ -273,9 +265,7 @@ impl EventSink {
         telemetry: Arc<Telemetry>,
     ) -> EventSink {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let depth = Arc::new(AtomicU64::new(0));
-        let probe = Arc::clone(&depth);
-        telemetry.queue(SINK, Arc::new(move || probe.load(Ordering::Relaxed)));
+        telemetry.channel(SINK, &tx);
         let drops = Drops {
             telemetry,
             log: Arc::default(),
@@ -288,8 +278,8 @@ impl EventSink {
             },
         );
         let bucket = TokenBucket::new(config.events_per_second, config.events_burst, Instant::now());
-        tokio::spawn(deliver(rx, recorder, bucket, Arc::clone(&depth), drops.clone()));
-        EventSink { tx, depth, drops }
+        tokio::spawn(deliver(rx, recorder, bucket, drops.clone()));
+        EventSink { tx, drops }
     }
 }
 
@@ -316,34 +306,19 @@ impl Sink for EventSink {
             event: event(finding),
             queued: Instant::now(),
         };
-        // Counted before sending: the task may take it at once.
-        self.depth.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(req) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(req)) => {
-                self.depth.fetch_sub(1, Ordering::Relaxed);
-                self.drops.drop("queue_full", &req);
-            }
-            Err(mpsc::error::TrySendError::Closed(req)) => {
-                self.depth.fetch_sub(1, Ordering::Relaxed);
-                self.drops.drop("stopped", &req);
-            }
+            Err(mpsc::error::TrySendError::Full(req)) => self.drops.drop("queue_full", &req),
+            Err(mpsc::error::TrySendError::Closed(req)) => self.drops.drop("stopped", &req),
         }
         Ok(())
     }
 }
 
 /// Posts queued Events as tokens allow, until the sink is dropped.
-async fn deliver(
-    mut rx: mpsc::Receiver<Request>,
-    recorder: Recorder,
-    mut bucket: TokenBucket,
-    depth: Arc<AtomicU64>,
-    drops: Drops,
-) {
+async fn deliver(mut rx: mpsc::Receiver<Request>, recorder: Recorder, mut bucket: TokenBucket, drops: Drops) {
     let mut errors = EveryTen::default();
     'next: while let Some(req) = rx.recv().await {
-        depth.fetch_sub(1, Ordering::Relaxed);
         loop {
             let now = Instant::now();
             match bucket.take(now) {

@@ -91,15 +91,7 @@ impl ConditionSink {
         telemetry: Arc<Telemetry>,
     ) -> ConditionSink {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let probe = tx.downgrade();
-        telemetry.queue(
-            SINK,
-            Arc::new(move || {
-                probe
-                    .upgrade()
-                    .map_or(0, |tx| (tx.max_capacity() - tx.capacity()) as u64)
-            }),
-        );
+        telemetry.channel(SINK, &tx);
         let task = Task {
             api: Api::all(client),
             node: node.to_owned(),

@@ -81,12 +81,7 @@ fn whole_seconds(t: SystemTime) -> SystemTime {
 }
 
 fn cut(message: String) -> String {
-    if message.len() <= MAX_MESSAGE {
-        return message;
-    }
-    let mut cut = crate::text::cut(&message, MAX_MESSAGE - "…".len()).to_owned();
-    cut.push('…');
-    cut
+    crate::text::cut_marked(message, MAX_MESSAGE)
 }
 
 #[derive(Debug, Clone)]
