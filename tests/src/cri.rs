@@ -268,6 +268,64 @@ impl Cri {
         Ok(resp.into_inner().container_id)
     }
 
+    /// Creates and starts a container from a full CRI config (as kubelet builds it), in
+    /// `pod`'s namespaces; returns its id.
+    pub async fn run_container_config(&self, pod: &Pod, mut config: cri::ContainerConfig) -> Result<String> {
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        config.labels.extend(labels(&[
+            ("io.kubernetes.pod.name", &pod.spec.name),
+            ("io.kubernetes.pod.namespace", &pod.spec.namespace),
+            ("io.kubernetes.pod.uid", &pod.spec.uid),
+            ("io.kubernetes.container.name", &name),
+        ]));
+        if let Some(sc) = config.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+            sc.namespace_options = pod
+                .config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|s| s.namespace_options.clone());
+        }
+        let resp = self
+            .client
+            .clone()
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.id.clone(),
+                config: Some(config),
+                sandbox_config: Some(pod.config.clone()),
+            })
+            .await
+            .context(format!("CreateContainer {name}"))?;
+        let id = resp.into_inner().container_id;
+        self.start(&id).await?;
+        Ok(id)
+    }
+
+    /// Stops a container, giving it `timeout` seconds after SIGTERM.
+    pub async fn stop(&self, id: &str, timeout: i64) -> Result<()> {
+        self.client
+            .clone()
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.to_owned(),
+                timeout,
+            })
+            .await
+            .context(format!("StopContainer {id}"))?;
+        Ok(())
+    }
+
+    /// The directory of a pod's container logs.
+    pub fn log_dir(&self, pod: &Pod) -> PathBuf {
+        self.log_root.join(format!(
+            "{}_{}_{}",
+            pod.spec.namespace, pod.spec.name, pod.spec.uid
+        ))
+    }
+
     async fn status_response(&self, id: &str) -> Result<cri::ContainerStatusResponse> {
         Ok(self
             .client

@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod containerd;
 pub mod cri;
+pub mod daemonset;
 pub mod fake_apiserver;
 pub mod host;
 pub mod http;

@@ -1,0 +1,272 @@
+//! End-to-end: the DaemonSet in a box. The runtime image `make image` built runs as a pod on the
+//! test bed's containerd with exactly the pod template of `deploy/` (its mounts, capabilities,
+//! read-only root, seccomp, resources and environment, translated into CRI calls as kubelet
+//! makes them), and from inside its container explains an OOM kill in another pod. This is what
+//! proves the manifest's mounts and capabilities are enough.
+
+// Test code: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use podmortem_e2e::agent::{evidence, field};
+use podmortem_e2e::cri::{ContainerSpec, PodSpec};
+use podmortem_e2e::daemonset::{self, read_log, HttpProbe, LogLine, NodeLayout};
+use podmortem_e2e::otlp_receiver::OtlpReceiver;
+use podmortem_e2e::TestBed;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+const LIMIT: i64 = 32 << 20;
+const NODE: &str = "box-node";
+
+// Capability numbers (linux/capability.h).
+const CAP_SYSLOG: u32 = 34;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Mounts tracefs where systemd mounts it at boot, as on a real node.
+fn mount_tracefs_like_systemd() {
+    let tracing = Path::new("/sys/kernel/tracing");
+    if !tracing.join("events").is_dir() {
+        nix::mount::mount(
+            Some("nodev"),
+            tracing,
+            Some("tracefs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount tracefs");
+    }
+}
+
+async fn probe(probe: &HttpProbe) -> Option<(u16, String)> {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], probe.port));
+    podmortem_e2e::http::get(address, &probe.path).await.ok()
+}
+
+/// The line `/proc/<pid>/status` has for `key`.
+fn status_field(pid: i32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+fn stderr_text(lines: &[LogLine]) -> String {
+    lines
+        .iter()
+        .filter(|l| l.stream == "stderr")
+        .map(|l| l.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn findings(lines: &[LogLine]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|l| l.stream == "stdout")
+        .filter_map(|l| serde_json::from_str(&l.text).ok())
+        .collect()
+}
+
+/// Waits until the agent's container log has a line for which `pred` holds.
+async fn wait_log(log: &Path, what: &str, pred: impl Fn(&[LogLine]) -> bool) -> Vec<LogLine> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let lines = read_log(log);
+        if pred(&lines) {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} in the agent's container log within {WAIT:?}; it has:\n{}",
+            lines
+                .iter()
+                .map(|l| format!("{} {}", l.stream, l.text))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemonset_runs_without_privilege_and_explains_an_oom_kill_from_its_container() {
+    let rendered = daemonset::render().unwrap();
+    let archive = daemonset::image_archive().unwrap();
+    mount_tracefs_like_systemd();
+    let bed = TestBed::start().await.unwrap();
+    bed.containerd
+        .ctr(&["images", "import", archive.to_str().unwrap()])
+        .unwrap();
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+
+    // The node as the manifest sees it, on the test bed: containerd's socket directory is the
+    // test bed's, the state directory a fresh one, the collector the test's (by name, through
+    // the container's /etc/hosts).
+    let state = bed.containerd.dir().join("podmortem-state");
+    let layout = NodeLayout {
+        node_name: NODE.to_owned(),
+        host_paths: vec![
+            ("/run/containerd".into(), bed.containerd.dir().to_owned()),
+            ("/var/lib/podmortem".into(), state.clone()),
+        ],
+        env_overrides: BTreeMap::from([(
+            "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+            format!("http://localhost:{}", receiver.port()),
+        )]),
+        volumes_dir: bed.containerd.dir().join("kubelet-volumes"),
+    };
+    let translated = daemonset::translate(&rendered, &layout).unwrap();
+    for note in &translated.notes {
+        println!("test bed differs from a node: {note}");
+    }
+    let namespace = rendered.daemonset.metadata.namespace.clone().unwrap();
+    let agent_pod = bed
+        .cri
+        .run_pod(&PodSpec::new(&namespace, "podmortem-box"))
+        .await
+        .unwrap();
+    let agent_id = bed
+        .cri
+        .run_container_config(&agent_pod, translated.container.clone())
+        .await
+        .unwrap();
+    let log = bed.cri.log_dir(&agent_pod).join("podmortem/0.log");
+
+    // kubelet's probes.
+    let readiness = translated.readiness.clone().expect("a readiness probe");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some((200, _)) = probe(&readiness).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never answered 200; the agent's log:\n{}",
+            readiness.path,
+            stderr_text(&read_log(&log))
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let liveness = translated.liveness.clone().expect("a liveness probe");
+    assert_eq!(probe(&liveness).await.map(|(code, _)| code), Some(200));
+
+    // The agent holds exactly the manifest's capabilities, cannot gain more, is filtered by
+    // the runtime's seccomp profile, and its root filesystem is read-only.
+    let pid = bed.cri.pid(&agent_id).await.unwrap();
+    let expected = (1u64 << CAP_SYSLOG) | (1 << CAP_BPF) | (1 << CAP_PERFMON);
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        let held = u64::from_str_radix(&status_field(pid, set), 16).unwrap();
+        assert_eq!(held, expected, "{set} {held:#x}");
+    }
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(status_field(pid, "Seccomp"), "2", "seccomp filter mode");
+    assert!(status_field(pid, "Uid").starts_with("0\t"));
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let root = mountinfo
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .expect("the container's root in its mountinfo");
+    assert!(
+        root.split(' ').nth(5).unwrap().split(',').any(|o| o == "ro"),
+        "{root}"
+    );
+
+    // From inside, every source works: the runtime, the kernel log (through syslog(2)), the
+    // eBPF tracer (through the node's tracefs).
+    let lines = wait_log(&log, "startup", |l| {
+        let text = stderr_text(l);
+        text.contains("subscribed to containerd events") && text.contains("read-only write tracer attached")
+    })
+    .await;
+    let startup = stderr_text(&lines);
+    assert!(startup.contains("reading the kernel log"), "{startup}");
+
+    // Another pod is OOM-killed.
+    let victim_pod = bed.cri.run_pod(&PodSpec::new("e2e", "hungry")).await.unwrap();
+    let victim = bed
+        .cri
+        .run_container(
+            &victim_pod,
+            &ContainerSpec {
+                memory_limit: Some(LIMIT),
+                ..ContainerSpec::shell("app", "x=a; while :; do x=$x$x; done")
+            },
+        )
+        .await
+        .unwrap();
+    let lines = wait_log(&log, "OOMKilled finding", |l| {
+        findings(l)
+            .iter()
+            .any(|f| field(f, "/kind") == "OOMKilled" && field(f, "/subject/container_id") == victim)
+    })
+    .await;
+    let finding = findings(&lines)
+        .into_iter()
+        .find(|f| field(f, "/kind") == "OOMKilled" && field(f, "/subject/container_id") == victim)
+        .unwrap();
+    assert_eq!(field(&finding, "/subject/namespace"), "e2e");
+    assert_eq!(field(&finding, "/subject/pod"), "hungry");
+    assert_eq!(field(&finding, "/subject/container"), "app");
+    assert_eq!(field(&finding, "/subject/node"), NODE, "{finding}");
+    let kmsg = evidence(&finding, "kmsg").expect("kernel log evidence, read from inside the container");
+    assert_eq!(kmsg["attributes"]["comm"], "sh");
+    assert_eq!(kmsg["attributes"]["memcg_limit_kib"], LIMIT / 1024);
+    let cri = evidence(&finding, "cri").expect("CRI evidence");
+    assert_eq!(cri["attributes"]["reason"], "OOMKilled");
+    assert!(
+        evidence(&finding, "cgroup").is_some(),
+        "memory cgroup evidence: {finding}"
+    );
+
+    // The same finding reaches the collector, by name.
+    let record = receiver
+        .wait_for("the OOM kill", WAIT, |r| {
+            r.str("container.id") == Some(victim.as_str())
+        })
+        .await
+        .unwrap();
+    assert_eq!(record.str("podmortem.finding.kind"), Some("OOMKilled"));
+    assert_eq!(record.resource_str("k8s.node.name"), Some(NODE));
+
+    // The kernel log position lives in the hostPath state directory.
+    let deadline = Instant::now() + WAIT;
+    while !state.join("state.json").is_file() {
+        assert!(Instant::now() < deadline, "no state.json in the state directory");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Footprint inside the container (figures, not assertions).
+    let rss = status_field(pid, "VmRSS");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = stat.rsplit_once(')').unwrap().1;
+    let ticks: Vec<u64> = after_comm.split(' ').filter_map(|f| f.parse().ok()).collect();
+    println!(
+        "agent in its container: VmRSS {rss}, CPU {} + {} ticks (user + system)",
+        ticks.get(10).copied().unwrap_or(0),
+        ticks.get(11).copied().unwrap_or(0)
+    );
+
+    // Nothing went wrong inside: no warning or error but the expected ones.
+    let text = stderr_text(&read_log(&log));
+    let unexpected: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected warnings:\n{}",
+        unexpected.join("\n")
+    );
+
+    // The pod stops cleanly within its grace period.
+    bed.cri.stop(&agent_id, translated.stop_timeout).await.unwrap();
+    let status = bed.cri.status(&agent_id).await.unwrap();
+    assert_eq!(status.exit_code, 0, "{status:?}\n{text}");
+}
