@@ -121,7 +121,8 @@ pub struct NodeLayout {
 }
 
 impl NodeLayout {
-    fn host_path(&self, node_path: &str) -> PathBuf {
+    /// Where `node_path` of the node is on the test bed.
+    pub fn host_path(&self, node_path: &str) -> PathBuf {
         let node_path = Path::new(node_path);
         self.host_paths
             .iter()
@@ -529,6 +530,134 @@ fn resources(container: &Container, priority_class: Option<&str>) -> Result<cri:
         out.oom_score_adj = -997;
     }
     Ok(out)
+}
+
+impl NodeLayout {
+    /// The test bed as a node named `node_name`: containerd's socket directory is the test
+    /// bed's, the state directory a fresh one below it, and `env_overrides` as an overlay
+    /// would set them.
+    pub fn for_bed(
+        bed: &crate::TestBed,
+        node_name: &str,
+        env_overrides: BTreeMap<String, String>,
+    ) -> NodeLayout {
+        let dir = bed.containerd.dir();
+        NodeLayout {
+            node_name: node_name.to_owned(),
+            host_paths: vec![
+                ("/run/containerd".into(), dir.to_owned()),
+                ("/var/lib/podmortem".into(), dir.join("podmortem-state")),
+            ],
+            env_overrides,
+            volumes_dir: dir.join("kubelet-volumes"),
+        }
+    }
+}
+
+/// The agent's pod, running on the test bed as `deploy/` describes it.
+#[derive(Debug)]
+pub struct InBox {
+    /// The pod sandbox.
+    pub pod: crate::cri::Pod,
+    /// The agent's container.
+    pub container_id: String,
+    /// Its CRI log file (findings on stdout, the agent's own log on stderr).
+    pub log: PathBuf,
+    /// What it was created from.
+    pub translated: Translated,
+}
+
+/// Imports the image `make image` saved into the test bed's containerd, and runs the
+/// DaemonSet's pod there for `layout`.
+pub async fn start_in_box(bed: &crate::TestBed, rendered: &Rendered, layout: &NodeLayout) -> Result<InBox> {
+    let archive = image_archive()?;
+    let path = archive.to_str().ok_or_else(|| err("image path is not UTF-8"))?;
+    bed.containerd.ctr(&["images", "import", path])?;
+    let translated = translate(rendered, layout)?;
+    let namespace = rendered
+        .daemonset
+        .metadata
+        .namespace
+        .clone()
+        .ok_or_else(|| err("the DaemonSet has no namespace"))?;
+    let pod = bed
+        .cri
+        .run_pod(&crate::cri::PodSpec::new(&namespace, "podmortem-box"))
+        .await?;
+    let container_id = bed
+        .cri
+        .run_container_config(&pod, translated.container.clone())
+        .await?;
+    let name = translated
+        .container
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let log = bed.cri.log_dir(&pod).join(format!("{name}/0.log"));
+    Ok(InBox {
+        pod,
+        container_id,
+        log,
+        translated,
+    })
+}
+
+impl InBox {
+    /// Runs the readiness probe as kubelet does until it answers 200.
+    pub async fn wait_ready(&self, timeout: std::time::Duration) -> Result<()> {
+        let probe = self
+            .translated
+            .readiness
+            .as_ref()
+            .ok_or_else(|| err("the DaemonSet has no readiness probe"))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok((200, _)) = get(probe).await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(err(format!(
+                    "{} never answered 200 within {timeout:?}; the agent's log:\n{}",
+                    probe.path,
+                    stderr_text(&read_log(&self.log))
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The agent's memory cgroup (v1): (usage, peak usage) in bytes.
+    pub fn cgroup_memory(&self) -> Result<(u64, u64)> {
+        let parent = self.pod.spec.cgroup_parent.clone().unwrap_or_default();
+        let dir = Path::new("/sys/fs/cgroup/memory")
+            .join(parent.trim_start_matches('/'))
+            .join(&self.container_id);
+        let read = |file: &str| -> Result<u64> {
+            std::fs::read_to_string(dir.join(file))
+                .context(format!("cannot read {}", dir.join(file).display()))?
+                .trim()
+                .parse()
+                .context(file.to_owned())
+        };
+        Ok((read("memory.usage_in_bytes")?, read("memory.max_usage_in_bytes")?))
+    }
+}
+
+/// An HTTP probe's answer (the pod shares the node's network on the test bed).
+pub async fn get(probe: &HttpProbe) -> Result<(u16, String)> {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], probe.port));
+    crate::http::get(address, &probe.path).await
+}
+
+/// The stderr lines of a container log, joined.
+pub fn stderr_text(lines: &[LogLine]) -> String {
+    lines
+        .iter()
+        .filter(|l| l.stream == "stderr")
+        .map(|l| l.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// One line of a CRI container log: the stream and the text (partial lines joined).

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use podmortem_e2e::agent::{evidence, field};
 use podmortem_e2e::cri::{ContainerSpec, PodSpec};
-use podmortem_e2e::daemonset::{self, read_log, HttpProbe, LogLine, NodeLayout};
+use podmortem_e2e::daemonset::{self, read_log, stderr_text, LogLine, NodeLayout};
 use podmortem_e2e::otlp_receiver::OtlpReceiver;
 use podmortem_e2e::TestBed;
 use serde_json::Value;
@@ -42,11 +42,6 @@ fn mount_tracefs_like_systemd() {
     }
 }
 
-async fn probe(probe: &HttpProbe) -> Option<(u16, String)> {
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], probe.port));
-    podmortem_e2e::http::get(address, &probe.path).await.ok()
-}
-
 /// The line `/proc/<pid>/status` has for `key`.
 fn status_field(pid: i32, key: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -55,15 +50,6 @@ fn status_field(pid: i32, key: &str) -> String {
         .find_map(|l| l.strip_prefix(&format!("{key}:")))
         .map(|v| v.trim().to_owned())
         .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-}
-
-fn stderr_text(lines: &[LogLine]) -> String {
-    lines
-        .iter()
-        .filter(|l| l.stream == "stderr")
-        .map(|l| l.text.as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn findings(lines: &[LogLine]) -> Vec<Value> {
@@ -98,64 +84,32 @@ async fn wait_log(log: &Path, what: &str, pred: impl Fn(&[LogLine]) -> bool) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemonset_runs_without_privilege_and_explains_an_oom_kill_from_its_container() {
     let rendered = daemonset::render().unwrap();
-    let archive = daemonset::image_archive().unwrap();
     mount_tracefs_like_systemd();
     let bed = TestBed::start().await.unwrap();
-    bed.containerd
-        .ctr(&["images", "import", archive.to_str().unwrap()])
-        .unwrap();
     let receiver = OtlpReceiver::grpc().await.unwrap();
-
-    // The node as the manifest sees it, on the test bed: containerd's socket directory is the
-    // test bed's, the state directory a fresh one, the collector the test's (by name, through
-    // the container's /etc/hosts).
-    let state = bed.containerd.dir().join("podmortem-state");
-    let layout = NodeLayout {
-        node_name: NODE.to_owned(),
-        host_paths: vec![
-            ("/run/containerd".into(), bed.containerd.dir().to_owned()),
-            ("/var/lib/podmortem".into(), state.clone()),
-        ],
-        env_overrides: BTreeMap::from([(
+    // The collector is reached by name, through the container's /etc/hosts.
+    let layout = NodeLayout::for_bed(
+        &bed,
+        NODE,
+        BTreeMap::from([(
             "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
             format!("http://localhost:{}", receiver.port()),
         )]),
-        volumes_dir: bed.containerd.dir().join("kubelet-volumes"),
-    };
-    let translated = daemonset::translate(&rendered, &layout).unwrap();
-    for note in &translated.notes {
+    );
+    let state = layout.host_path("/var/lib/podmortem");
+    let agent = daemonset::start_in_box(&bed, &rendered, &layout).await.unwrap();
+    for note in &agent.translated.notes {
         println!("test bed differs from a node: {note}");
     }
-    let namespace = rendered.daemonset.metadata.namespace.clone().unwrap();
-    let agent_pod = bed
-        .cri
-        .run_pod(&PodSpec::new(&namespace, "podmortem-box"))
-        .await
-        .unwrap();
-    let agent_id = bed
-        .cri
-        .run_container_config(&agent_pod, translated.container.clone())
-        .await
-        .unwrap();
-    let log = bed.cri.log_dir(&agent_pod).join("podmortem/0.log");
+    let (log, agent_id) = (agent.log.clone(), agent.container_id.clone());
 
     // kubelet's probes.
-    let readiness = translated.readiness.clone().expect("a readiness probe");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some((200, _)) = probe(&readiness).await {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never answered 200; the agent's log:\n{}",
-            readiness.path,
-            stderr_text(&read_log(&log))
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let liveness = translated.liveness.clone().expect("a liveness probe");
-    assert_eq!(probe(&liveness).await.map(|(code, _)| code), Some(200));
+    agent.wait_ready(WAIT).await.unwrap();
+    let liveness = agent.translated.liveness.clone().expect("a liveness probe");
+    assert_eq!(
+        daemonset::get(&liveness).await.ok().map(|(code, _)| code),
+        Some(200)
+    );
 
     // The agent holds exactly the manifest's capabilities, cannot gain more, is filtered by
     // the runtime's seccomp profile, and its root filesystem is read-only.
@@ -242,17 +196,6 @@ async fn the_daemonset_runs_without_privilege_and_explains_an_oom_kill_from_its_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // Footprint inside the container (figures, not assertions).
-    let rss = status_field(pid, "VmRSS");
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_comm = stat.rsplit_once(')').unwrap().1;
-    let ticks: Vec<u64> = after_comm.split(' ').filter_map(|f| f.parse().ok()).collect();
-    println!(
-        "agent in its container: VmRSS {rss}, CPU {} + {} ticks (user + system)",
-        ticks.get(10).copied().unwrap_or(0),
-        ticks.get(11).copied().unwrap_or(0)
-    );
-
     // Nothing went wrong inside: no warning or error but the expected ones.
     let text = stderr_text(&read_log(&log));
     let unexpected: Vec<&str> = text
@@ -266,7 +209,10 @@ async fn the_daemonset_runs_without_privilege_and_explains_an_oom_kill_from_its_
     );
 
     // The pod stops cleanly within its grace period.
-    bed.cri.stop(&agent_id, translated.stop_timeout).await.unwrap();
+    bed.cri
+        .stop(&agent_id, agent.translated.stop_timeout)
+        .await
+        .unwrap();
     let status = bed.cri.status(&agent_id).await.unwrap();
     assert_eq!(status.exit_code, 0, "{status:?}\n{text}");
 }

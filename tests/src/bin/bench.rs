@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use podmortem_e2e::agent::{field, latency_ms};
 use podmortem_e2e::cri::{ContainerSpec, PodSpec};
+use podmortem_e2e::daemonset::{InBox, NodeLayout};
 use podmortem_e2e::otlp_receiver::OtlpReceiver;
 use podmortem_e2e::{err, Context, Result, TestBed};
 
@@ -153,10 +154,28 @@ async fn bench() -> Result<()> {
             .await?;
         pods.push(p);
     }
+    sample(
+        &format!("watching {containers} running containers (a full listing every 5 s)"),
+        pid,
+        Duration::from_secs(20),
+        None,
+    )
+    .await?;
+    for p in &pods {
+        bed.cri.remove_pod(p).await?;
+    }
+    agent.stop().await?;
+
+    otlp_latency(&bed).await?;
+    drop(bed);
+    in_a_box(containers).await
+}
+
+/// Samples an agent's RSS (and its container's memory cgroup, when it has one) for `window`;
+/// prints the last and peak RSS and its CPU share.
+async fn sample(what: &str, pid: u32, window: Duration, cgroup: Option<&InBox>) -> Result<()> {
     let (_, cpu_before) = footprint(pid)?;
-    let window = Duration::from_secs(20);
-    let mut peak = 0;
-    let mut last = 0;
+    let (mut peak, mut last) = (0, 0);
     let start = tokio::time::Instant::now();
     while start.elapsed() < window {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -165,20 +184,100 @@ async fn bench() -> Result<()> {
         last = rss;
     }
     let (_, cpu_after) = footprint(pid)?;
-    let tick = 100.0; // USER_HZ on Linux
+    let cgroup = match cgroup.map(InBox::cgroup_memory).transpose()? {
+        Some((usage, max)) => format!(
+            ", container memory cgroup {:.1} MiB (peak since start {:.1} MiB)",
+            usage as f64 / f64::from(1 << 20),
+            max as f64 / f64::from(1 << 20)
+        ),
+        None => String::new(),
+    };
     println!(
-        "watching {containers} running containers ({} resyncs of the full list): RSS {:.1} MiB (peak {:.1} MiB), CPU {:.2}% of one core",
-        window.as_secs() / 5,
+        "{what}: RSS {:.1} MiB (peak {:.1} MiB), CPU {:.2}% of one core over {}s{cgroup}",
         last as f64 / 1024.0,
         peak as f64 / 1024.0,
-        (cpu_after - cpu_before) as f64 / tick / window.as_secs_f64() * 100.0
+        (cpu_after - cpu_before) as f64 / 100.0 / window.as_secs_f64() * 100.0,
+        window.as_secs()
     );
+    Ok(())
+}
+
+/// The runtime image in its container, as deploy/ runs it (capabilities, mounts, limits): its
+/// size and the agent's footprint idle, watching running containers, and through OOM kills.
+async fn in_a_box(containers: usize) -> Result<()> {
+    let archive = podmortem_e2e::daemonset::image_archive()?;
+    let binary = archive.with_file_name("podmortem");
+    println!(
+        "image: {} ({:.1} MiB compressed; the binary is {:.1} MiB)",
+        archive.display(),
+        std::fs::metadata(&archive).context("image")?.len() as f64 / f64::from(1 << 20),
+        std::fs::metadata(&binary).context("binary")?.len() as f64 / f64::from(1 << 20)
+    );
+    let rendered = podmortem_e2e::daemonset::render()?;
+    let bed = TestBed::start().await?;
+    let layout = NodeLayout::for_bed(&bed, "bench-node", std::collections::BTreeMap::new());
+    let agent = podmortem_e2e::daemonset::start_in_box(&bed, &rendered, &layout).await?;
+    agent.wait_ready(Duration::from_secs(60)).await?;
+    let pid = u32::try_from(bed.cri.pid(&agent.container_id).await?).map_err(|_| err("pid"))?;
+    let window = Duration::from_secs(u64::try_from(env_usize("BENCH_BOX_WINDOW_S", 60)).unwrap_or(60));
+    sample("in its container, idle", pid, window, Some(&agent)).await?;
+
+    let mut pods = Vec::with_capacity(containers);
+    for n in 0..containers {
+        let p = bed
+            .cri
+            .run_pod(&PodSpec::new("bench", &format!("idle-{n}")))
+            .await?;
+        bed.cri
+            .run_container(&p, &ContainerSpec::shell("app", "sleep 3600"))
+            .await?;
+        pods.push(p);
+    }
+    sample(
+        &format!("in its container, {containers} running containers"),
+        pid,
+        window,
+        Some(&agent),
+    )
+    .await?;
+
+    // A crash loop of OOM kills: one every 2 s.
+    let kills = env_usize("BENCH_OOM_KILLS", 10);
+    let pod = bed.cri.run_pod(&PodSpec::new("bench", "box-ooms")).await?;
+    let task = {
+        let cri = bed.cri.clone();
+        let pod = pod.clone();
+        tokio::spawn(async move {
+            for attempt in 0..kills {
+                let spec = ContainerSpec {
+                    attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                    memory_limit: Some(32 << 20),
+                    ..ContainerSpec::shell("app", "x=a; while :; do x=$x$x; done")
+                };
+                if cri.run_container(&pod, &spec).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
+    sample(
+        &format!("in its container, {kills} OOM kills 2 s apart"),
+        pid,
+        Duration::from_secs(u64::try_from(kills * 2).unwrap_or(20)),
+        Some(&agent),
+    )
+    .await?;
+    task.await.map_err(|e| err(format!("OOM kills: {e}")))?;
+    let findings = podmortem_e2e::daemonset::read_log(&agent.log)
+        .iter()
+        .filter(|l| l.stream == "stdout" && l.text.contains("\"OOMKilled\""))
+        .count();
+    println!("in its container: {findings} OOMKilled findings for {kills} kills");
+    bed.cri.remove_pod(&pod).await?;
     for p in &pods {
         bed.cri.remove_pod(p).await?;
     }
-    agent.stop().await?;
-
-    otlp_latency(&bed).await?;
     Ok(())
 }
 
