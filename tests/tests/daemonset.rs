@@ -23,6 +23,7 @@ const LIMIT: i64 = 32 << 20;
 const NODE: &str = "box-node";
 
 // Capability numbers (linux/capability.h).
+const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYSLOG: u32 = 34;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
@@ -114,7 +115,7 @@ async fn the_daemonset_runs_without_privilege_and_explains_an_oom_kill_from_its_
     // The agent holds exactly the manifest's capabilities, cannot gain more, is filtered by
     // the runtime's seccomp profile, and its root filesystem is read-only.
     let pid = bed.cri.pid(&agent_id).await.unwrap();
-    let expected = (1u64 << CAP_SYSLOG) | (1 << CAP_BPF) | (1 << CAP_PERFMON);
+    let expected = (1u64 << CAP_SYSLOG) | (1 << CAP_BPF) | (1 << CAP_PERFMON) | (1 << CAP_SYS_PTRACE);
     for set in ["CapEff", "CapPrm", "CapBnd"] {
         let held = u64::from_str_radix(&status_field(pid, set), 16).unwrap();
         assert_eq!(held, expected, "{set} {held:#x}");
@@ -188,6 +189,43 @@ async fn the_daemonset_runs_without_privilege_and_explains_an_oom_kill_from_its_
         .unwrap();
     assert_eq!(record.str("podmortem.finding.kind"), Some("OOMKilled"));
     assert_eq!(record.resource_str("k8s.node.name"), Some(NODE));
+
+    // A write to a read-only volume, by a relative path: the tracer sees the failing syscall
+    // from inside the container, and reads the writer's working directory to name the volume.
+    let volume = bed.containerd.dir().join("config-volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    let writer_pod = bed.cri.run_pod(&PodSpec::new("e2e", "writer")).await.unwrap();
+    let writer = bed
+        .cri
+        .run_container(
+            &writer_pod,
+            &ContainerSpec {
+                mounts: vec![(volume.clone(), "/config".into(), true)],
+                ..ContainerSpec::shell("app", "cd /config && echo x > rel.txt; sleep 1; exit 1")
+            },
+        )
+        .await
+        .unwrap();
+    let is_write = |f: &Value| {
+        field(f, "/kind") == "ReadOnlyFilesystemWrite" && field(f, "/subject/container_id") == writer
+    };
+    let lines = wait_log(&log, "ReadOnlyFilesystemWrite finding", |l| {
+        findings(l).iter().any(is_write)
+    })
+    .await;
+    let write = findings(&lines).into_iter().find(is_write).unwrap();
+    let tracer = evidence(&write, "tracer").expect("tracer evidence, from inside the container");
+    assert_eq!(tracer["attributes"]["path"], "rel.txt", "{write}");
+    let mount = write["evidence"]
+        .as_array()
+        .and_then(|ev| ev.iter().find(|e| e["attributes"]["cause"].is_string()))
+        .unwrap_or_else(|| panic!("mount evidence: {write}"));
+    assert_eq!(mount["attributes"]["cause"], "read_only_volume", "{write}");
+    assert_eq!(
+        mount["attributes"]["host_path"],
+        volume.to_string_lossy().as_ref(),
+        "{write}"
+    );
 
     // The kernel log position lives in the hostPath state directory.
     let deadline = Instant::now() + WAIT;

@@ -226,9 +226,22 @@ fn enrich(raw: &RawEvent, at: SystemTime, container_id: Option<String>, host_roo
     let proc_dir = host_root.join("proc").join(raw.tgid.to_string());
     // The pid may have been reused since the call: its files count only while it is still in
     // the mount namespace the kernel reported.
+    // Reading another process's namespace, working directory and descriptors needs ptrace
+    // access (CAP_SYS_PTRACE in a container): said as such, not taken for an exit.
+    let mut denied = None;
     let same_process = raw.mnt_ns == 0
-        || std::fs::read_link(proc_dir.join("ns/mnt"))
-            .is_ok_and(|ns| ns.to_string_lossy() == format!("mnt:[{}]", raw.mnt_ns));
+        || match std::fs::read_link(proc_dir.join("ns/mnt")) {
+            Ok(ns) => ns.to_string_lossy() == format!("mnt:[{}]", raw.mnt_ns),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                denied = Some(format!(
+                    "/proc/{}/ns/mnt is not readable (permission denied): reading another container's \
+                     working directory and mount table needs CAP_SYS_PTRACE",
+                    raw.tgid
+                ));
+                false
+            }
+            Err(_) => false,
+        };
     // A relative path starts from the directory descriptor the `*at` call passed, else from
     // the working directory; either link, read from another mount namespace, reads relative to
     // that namespace's root: the container's view.
@@ -253,6 +266,7 @@ fn enrich(raw: &RawEvent, at: SystemTime, container_id: Option<String>, host_roo
         None if raw.path_unreadable => {
             MountLookup::Unknown("the path could not be read from the process".into())
         }
+        _ if denied.is_some() => MountLookup::Unknown(denied.clone().unwrap_or_default()),
         None if !same_process => MountLookup::Unknown(format!(
             "pid {} exited before the relative path {path:?} could be resolved",
             raw.tgid
