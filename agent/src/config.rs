@@ -23,6 +23,8 @@
 //! kmsg:
 //!   enabled: true
 //!   max_records_per_second: 20000
+//!   reader: auto               # auto | device | syslog
+//!   poll_interval: 200ms       # how often the syslog(2) reader polls
 //! memory:
 //!   interval: 5s
 //! oom:
@@ -298,6 +300,10 @@ impl Config {
         }
         if self.kmsg.max_records_per_second < 100 {
             return Err(invalid("kmsg.max_records_per_second", "must be at least 100"));
+        }
+        at_least("kmsg.poll_interval", self.kmsg.poll_interval, ms(10))?;
+        if self.kmsg.poll_interval > Duration::from_secs(10) {
+            return Err(invalid("kmsg.poll_interval", "must be at most 10s"));
         }
         let percents = [
             ("oom_risk.usage_percent", self.oom_risk.usage_percent),

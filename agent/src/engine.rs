@@ -223,11 +223,19 @@ impl Engine {
         let Some(checkpoint) = &self.kmsg_checkpoint else {
             return;
         };
-        let held = self.detectors.iter().filter_map(|d| d.kmsg_held_from()).min();
-        let seq = held.map_or(checkpoint.seq, |h| checkpoint.seq.min(h.saturating_sub(1)));
-        let position = KmsgPosition {
-            boot_id: checkpoint.boot_id.clone(),
-            seq,
+        let held = self
+            .detectors
+            .iter()
+            .filter_map(|d| d.kmsg_held_from())
+            .min_by_key(|(seq, _)| *seq);
+        let position = match held {
+            // Before the held kill's report, so that a restart reads it again.
+            Some((first, before)) if first <= checkpoint.seq => KmsgPosition {
+                seq: first.saturating_sub(1),
+                usec: before,
+                ..checkpoint.clone()
+            },
+            _ => checkpoint.clone(),
         };
         if self.kmsg_progressed.as_ref() == Some(&position) {
             return;

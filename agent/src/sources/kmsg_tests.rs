@@ -54,6 +54,8 @@ async fn a_new_boot_reads_the_whole_buffer() {
     let old = KmsgPosition {
         boot_id: "another-boot".into(),
         seq: 9999,
+        syslog: false,
+        usec: None,
     };
     let (events, stats) = read(dir.path(), Some(old), 420).await;
     assert_eq!(kill_pids(&events), [15888]);
@@ -62,7 +64,12 @@ async fn a_new_boot_reads_the_whole_buffer() {
         last,
         &KmsgEvent::Checkpoint(KmsgPosition {
             boot_id: BOOT.into(),
-            seq: 420
+            seq: 420,
+            syslog: false,
+            usec: Some(UsecCursor {
+                usec: 989_785_346,
+                count: 1
+            }),
         })
     );
     assert_eq!(stats.records.load(Ordering::Relaxed), 80);
@@ -76,6 +83,8 @@ async fn a_restart_on_the_same_boot_resumes_after_the_last_record_handled() {
         Some(KmsgPosition {
             boot_id: BOOT.into(),
             seq,
+            syslog: false,
+            usec: None,
         })
     };
     let (events, _) = read(dir.path(), at(420), 420).await;
@@ -109,6 +118,8 @@ async fn checkpoints_never_pass_a_report_in_progress_and_user_records_do_not_cou
     let other = Some(KmsgPosition {
         boot_id: "x".into(),
         seq: 0,
+        syslog: false,
+        usec: None,
     });
     let source = KmsgSource::new(dir.path(), KmsgConfig::default(), other);
     let (tx, mut rx) = mpsc::channel(64);
@@ -132,6 +143,8 @@ async fn garbage_is_skipped_and_counted() {
     let other = Some(KmsgPosition {
         boot_id: "x".into(),
         seq: 0,
+        syslog: false,
+        usec: None,
     });
     let (events, stats) = read(dir.path(), other, 420).await;
     assert_eq!(kill_pids(&events), [15888]);
