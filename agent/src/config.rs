@@ -428,6 +428,20 @@ mod tests {
     }
 
     #[test]
+    fn kmsg_reader_and_poll_interval_parse() {
+        let c = parse("kmsg:\n  reader: syslog\n  poll_interval: 50ms\n").expect("config");
+        assert_eq!(c.kmsg.reader, crate::sources::kmsg::KmsgReader::Syslog);
+        assert_eq!(c.kmsg.poll_interval, Duration::from_millis(50));
+        let c = parse("kmsg:\n  reader: device\n").expect("config");
+        assert_eq!(c.kmsg.reader, crate::sources::kmsg::KmsgReader::Device);
+        assert_eq!(
+            Config::default().kmsg.reader,
+            crate::sources::kmsg::KmsgReader::Auto
+        );
+        assert_eq!(Config::default().kmsg.poll_interval, Duration::from_millis(200));
+    }
+
+    #[test]
     fn nonsense_values_are_rejected() {
         let err = parse("cri:\n  resync_interval: 10ms\n")
             .expect_err("too short")
@@ -449,6 +463,9 @@ mod tests {
                 "kubernetes.events_per_second",
             ),
             ("kubernetes:\n  events_burst: 0\n", "kubernetes.events_burst"),
+            ("kmsg:\n  poll_interval: 5ms\n", "kmsg.poll_interval"),
+            ("kmsg:\n  poll_interval: 11s\n", "kmsg.poll_interval"),
+            ("kmsg:\n  reader: dmesg\n", "kmsg.reader"),
             (
                 "kubernetes:\n  condition_settle: 1000000000y\n",
                 "kubernetes.condition_settle",
