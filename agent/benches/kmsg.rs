@@ -1,5 +1,8 @@
 //! Kernel log parse throughput: records per second through the record parser and the OOM
 //! report assembler, on a log where one record in `1/OOM_SHARE` belongs to an OOM report.
+//! Then the CPU time of one poll of the `syslog(2)` reader on this machine's real buffer
+//! (`SYSLOG_ACTION_READ_ALL` + finding the cursor + parsing what is new), with no new records
+//! and with 100 new ones (written to `/dev/kmsg`); skipped where `syslog(2)` is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -7,6 +10,7 @@ use std::time::Instant;
 
 use podmortem::sources::kmsg::oom::Assembler;
 use podmortem::sources::kmsg::record::parse_record;
+use podmortem::sources::kmsg::syslog::{self, Klog, ReadAll, UsecCursor};
 
 const REPORT: &str = include_str!("../tests/fixtures/kmsg/6.18-memcg-v1.kmsg");
 const RECORDS: usize = 2_000_000;
@@ -50,4 +54,92 @@ fn main() {
             log.len() as f64 / secs / 1e6
         );
     }
+    syslog_polls();
+}
+
+/// CPU time of this thread, in microseconds.
+fn cpu_us() -> f64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
+    t.tv_sec() as f64 * 1e6 + t.tv_nsec() as f64 / 1e3
+}
+
+/// One poll: read the buffer, find the cursor from the end, parse the new lines. Returns the
+/// new cursor and how many new lines there were.
+fn poll(klog: &mut Klog, cursor: Option<UsecCursor>) -> (Option<UsecCursor>, usize) {
+    let buf = klog.read_all().unwrap();
+    let scan = syslog::scan(buf, cursor).unwrap();
+    let mut cursor = cursor;
+    let mut new = 0;
+    syslog::new_lines(buf, &scan, cursor, |l| {
+        new += 1;
+        if let Ok(l) = l {
+            cursor = Some(UsecCursor::advance(cursor, l.usec));
+        }
+    });
+    (cursor, new)
+}
+
+fn syslog_polls() {
+    let mut klog = match Klog::open() {
+        Ok(k) => k,
+        Err(error) => {
+            println!("syslog poll: skipped ({error})");
+            return;
+        }
+    };
+    let lines = klog.contents().iter().filter(|b| **b == b'\n').count();
+    println!(
+        "syslog poll: real buffer {} KiB in {lines} lines, read buffer {} KiB",
+        klog.contents().len() / 1024,
+        klog.capacity() / 1024
+    );
+    let mut cursor = syslog::end_cursor(klog.contents());
+    const POLLS: usize = 200;
+    let start = cpu_us();
+    let mut new = 0;
+    for _ in 0..POLLS {
+        let (c, n) = poll(&mut klog, cursor);
+        cursor = c;
+        new += n;
+    }
+    let idle = (cpu_us() - start) / POLLS as f64;
+    println!("syslog poll, nothing new: {idle:.1} us CPU per poll ({new} new lines seen)");
+    let start = cpu_us();
+    for _ in 0..POLLS {
+        klog.read_all().unwrap();
+    }
+    let call = (cpu_us() - start) / POLLS as f64;
+    println!("  of which the syslog(2) call itself: {call:.1} us");
+    let start = cpu_us();
+    for _ in 0..POLLS {
+        syslog::scan(klog.contents(), cursor).unwrap();
+    }
+    let scan = (cpu_us() - start) / POLLS as f64;
+    println!("  of which finding the cursor: {scan:.2} us");
+    if std::fs::OpenOptions::new().write(true).open("/dev/kmsg").is_err() {
+        println!("syslog poll with new records: skipped (/dev/kmsg not writable)");
+        return;
+    }
+    const ROUNDS: usize = 20;
+    let mut total = 0.0;
+    let mut new = 0;
+    for round in 0..ROUNDS {
+        for i in 0..100 {
+            std::fs::write("/dev/kmsg", format!("podmortem bench round {round} line {i}\n")).unwrap();
+        }
+        let start = cpu_us();
+        let (c, n) = poll(&mut klog, cursor);
+        total += cpu_us() - start;
+        cursor = c;
+        new += n;
+    }
+    println!(
+        "syslog poll, 100 new lines: {:.1} us CPU per poll ({} new lines per poll)",
+        total / ROUNDS as f64,
+        new / ROUNDS
+    );
+    println!(
+        "at the default 200ms poll interval, idle: {:.3}% of one core",
+        idle / 200_000.0 * 100.0
+    );
 }

@@ -23,6 +23,8 @@
 //! kmsg:
 //!   enabled: true
 //!   max_records_per_second: 20000
+//!   reader: auto               # auto | device | syslog
+//!   poll_interval: 200ms       # how often the syslog(2) reader polls
 //! memory:
 //!   interval: 5s
 //! oom:
@@ -299,6 +301,10 @@ impl Config {
         if self.kmsg.max_records_per_second < 100 {
             return Err(invalid("kmsg.max_records_per_second", "must be at least 100"));
         }
+        at_least("kmsg.poll_interval", self.kmsg.poll_interval, ms(10))?;
+        if self.kmsg.poll_interval > Duration::from_secs(10) {
+            return Err(invalid("kmsg.poll_interval", "must be at most 10s"));
+        }
         let percents = [
             ("oom_risk.usage_percent", self.oom_risk.usage_percent),
             ("oom_risk.pressure_percent", self.oom_risk.pressure_percent),
@@ -422,6 +428,20 @@ mod tests {
     }
 
     #[test]
+    fn kmsg_reader_and_poll_interval_parse() {
+        let c = parse("kmsg:\n  reader: syslog\n  poll_interval: 50ms\n").expect("config");
+        assert_eq!(c.kmsg.reader, crate::sources::kmsg::KmsgReader::Syslog);
+        assert_eq!(c.kmsg.poll_interval, Duration::from_millis(50));
+        let c = parse("kmsg:\n  reader: device\n").expect("config");
+        assert_eq!(c.kmsg.reader, crate::sources::kmsg::KmsgReader::Device);
+        assert_eq!(
+            Config::default().kmsg.reader,
+            crate::sources::kmsg::KmsgReader::Auto
+        );
+        assert_eq!(Config::default().kmsg.poll_interval, Duration::from_millis(200));
+    }
+
+    #[test]
     fn nonsense_values_are_rejected() {
         let err = parse("cri:\n  resync_interval: 10ms\n")
             .expect_err("too short")
@@ -443,6 +463,9 @@ mod tests {
                 "kubernetes.events_per_second",
             ),
             ("kubernetes:\n  events_burst: 0\n", "kubernetes.events_burst"),
+            ("kmsg:\n  poll_interval: 5ms\n", "kmsg.poll_interval"),
+            ("kmsg:\n  poll_interval: 11s\n", "kmsg.poll_interval"),
+            ("kmsg:\n  reader: dmesg\n", "kmsg.reader"),
             (
                 "kubernetes:\n  condition_settle: 1000000000y\n",
                 "kubernetes.condition_settle",

@@ -48,8 +48,9 @@ pub trait Detector: Send {
     fn on_shutdown(&mut self, _cx: &Context<'_>, _out: &mut Vec<Finding>) {}
 
     /// The kernel log sequence number of the oldest record this detector still holds back
-    /// without having reported it: the engine records the log as handled only up to before it.
-    fn kmsg_held_from(&self) -> Option<u64> {
+    /// without having reported it, and the timestamp cursor just before that record: the
+    /// engine records the log as handled only up to before it.
+    fn kmsg_held_from(&self) -> Option<(u64, Option<crate::sources::kmsg::syslog::UsecCursor>)> {
         None
     }
 }

@@ -223,11 +223,19 @@ impl Engine {
         let Some(checkpoint) = &self.kmsg_checkpoint else {
             return;
         };
-        let held = self.detectors.iter().filter_map(|d| d.kmsg_held_from()).min();
-        let seq = held.map_or(checkpoint.seq, |h| checkpoint.seq.min(h.saturating_sub(1)));
-        let position = KmsgPosition {
-            boot_id: checkpoint.boot_id.clone(),
-            seq,
+        let held = self
+            .detectors
+            .iter()
+            .filter_map(|d| d.kmsg_held_from())
+            .min_by_key(|(seq, _)| *seq);
+        let position = match held {
+            // Before the held kill's report, so that a restart reads it again.
+            Some((first, before)) if first <= checkpoint.seq => KmsgPosition {
+                seq: first.saturating_sub(1),
+                usec: before,
+                ..checkpoint.clone()
+            },
+            _ => checkpoint.clone(),
         };
         if self.kmsg_progressed.as_ref() == Some(&position) {
             return;
@@ -312,6 +320,7 @@ mod tests {
     use super::*;
     use crate::detect::container_exit::{ContainerExitDetector, ExitConfig};
     use crate::model::{ContainerInfo, ContainerState};
+    use crate::sources::kmsg::syslog::UsecCursor;
     use crate::sources::CriSnapshot;
 
     fn exited(id: &str, finished: SystemTime) -> ContainerInfo {
@@ -364,5 +373,51 @@ mod tests {
         stop.cancel();
         let stopped = task.await.expect("engine");
         assert_eq!(stopped.progress, None, "already recorded");
+    }
+
+    /// Holds a kill whose report starts at `seq`, read just after `before`.
+    struct Holding(u64, Option<UsecCursor>);
+
+    impl Detector for Holding {
+        fn name(&self) -> &'static str {
+            "holding"
+        }
+
+        fn on_event(&mut self, _: &SourceEvent, _: &crate::detect::Context<'_>, _: &mut Vec<Finding>) {}
+
+        fn kmsg_held_from(&self) -> Option<(u64, Option<UsecCursor>)> {
+            Some((self.0, self.1))
+        }
+    }
+
+    #[test]
+    fn a_held_kill_moves_the_recorded_position_and_its_cursor_before_its_report() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateStore::open(dir.path()).expect("state");
+        let before = Some(UsecCursor { usec: 5, count: 2 });
+        let held: Vec<Box<dyn Detector>> = vec![Box::new(Holding(40, before))];
+        let mut engine = Engine::new("n".into(), held, state, Duration::ZERO, Arc::default());
+        let checkpoint = KmsgPosition {
+            boot_id: "b".into(),
+            seq: 100,
+            syslog: true,
+            usec: Some(UsecCursor { usec: 9, count: 1 }),
+        };
+        engine.kmsg_checkpoint = Some(checkpoint.clone());
+        engine.progress_kmsg();
+        let recorded = engine.progress.as_ref().and_then(|p| p.kmsg.clone());
+        assert_eq!(
+            recorded,
+            Some(KmsgPosition {
+                seq: 39,
+                usec: before,
+                ..checkpoint.clone()
+            })
+        );
+        // A kill held from after the checkpoint does not move it.
+        engine.detectors = vec![Box::new(Holding(200, None))];
+        engine.progress_kmsg();
+        let recorded = engine.progress.as_ref().and_then(|p| p.kmsg.clone());
+        assert_eq!(recorded, Some(checkpoint));
     }
 }

@@ -206,7 +206,9 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
 
     let detectors: Vec<Box<dyn Detector>> = vec![
         Box::new(
-            ContainerExitDetector::new(config.exit.clone(), watermark).with_catalogue(Arc::clone(&catalogue)),
+            ContainerExitDetector::new(config.exit.clone(), watermark)
+                .with_catalogue(Arc::clone(&catalogue))
+                .with_kernel_log_wait(kernel_log_wait(&config.kmsg)),
         ),
         Box::new(MissingHostDepDetector::new(catalogue)),
         Box::new(OomKillDetector::new(config.oom.clone())),
@@ -330,4 +332,16 @@ fn unchecked_conditions(config: &Config) -> Vec<&'static str> {
         out.push("NodeOOM");
     }
     out
+}
+
+/// How long an exit by SIGKILL waits for the kernel log's report of an OOM kill: a poll of the
+/// `syslog(2)` reader and some slack, when that reader may be used; none for the device, which
+/// wakes the agent as soon as the kernel logs.
+fn kernel_log_wait(kmsg: &crate::sources::kmsg::KmsgConfig) -> Duration {
+    use crate::sources::kmsg::KmsgReader;
+    match kmsg.reader {
+        _ if !kmsg.enabled => Duration::ZERO,
+        KmsgReader::Device => Duration::ZERO,
+        KmsgReader::Auto | KmsgReader::Syslog => kmsg.poll_interval + Duration::from_millis(300),
+    }
 }

@@ -140,6 +140,8 @@ mod tests {
         let pos = KmsgPosition {
             boot_id: "b".into(),
             seq: 42,
+            syslog: false,
+            usec: None,
         };
         store.record(None, Some(pos.clone())).expect("save");
         let again = StateStore::open(dir.path()).expect("reopen");

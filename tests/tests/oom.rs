@@ -134,6 +134,59 @@ async fn oom_kills_are_one_finding_each_with_the_victim_and_a_crash_loop_counts_
     assert!(status.success(), "{status}");
 }
 
+/// The kernel log read through syslog(2), as a non-privileged pod must: the kill still lands
+/// in the OOMKilled finding with the victim's details, though it is read up to a poll later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_syslog_reader_gives_the_same_kill_evidence() {
+    let (bed, mut agent) = TestBed::start_with_agent(
+        "cri:\n  resync_interval: 1s\nkmsg:\n  reader: syslog\n  poll_interval: 200ms\n",
+    )
+    .await
+    .unwrap();
+    agent
+        .wait_for_log("reading the kernel log through syslog(2)", WAIT)
+        .await
+        .unwrap();
+    let pod = bed.cri.run_pod(&PodSpec::new("e2e", "polled")).await.unwrap();
+    for attempt in 0..2u32 {
+        let id = bed
+            .cri
+            .run_container(&pod, &limited("app", HOG, attempt))
+            .await
+            .unwrap();
+        let got = agent
+            .wait_for("OOMKilled", WAIT, |f| field(f, "/subject/container_id") == id)
+            .await
+            .unwrap();
+        print_kill_latency(&got);
+        let f = &got.finding;
+        assert_eq!(field(f, "/kind"), "OOMKilled", "{f}");
+        let kmsg = evidence(f, "kmsg").expect("kernel log evidence, read through syslog(2)");
+        assert_eq!(kmsg["attributes"]["comm"], "sh");
+        assert!(
+            kmsg["attributes"]["pid"].as_u64().is_some_and(|p| p > 1),
+            "{kmsg}"
+        );
+        assert_eq!(kmsg["attributes"]["memcg_limit_kib"], LIMIT / 1024);
+        let rss = kmsg["attributes"]["rss_bytes"].as_u64().expect("rss");
+        assert!(
+            rss > (LIMIT as u64) / 2 && rss <= LIMIT as u64 + (4 << 20),
+            "rss {rss}"
+        );
+        assert!(field(kmsg, "/attributes/task_memcg").ends_with(&id), "{kmsg}");
+        let summary = field(f, "/summary");
+        assert!(
+            summary.contains("the kernel killed pid") && summary.contains("(sh)"),
+            "{summary}"
+        );
+    }
+    let log = agent.stderr();
+    assert!(!log.contains("cannot read the kernel log"), "{log}");
+    bed.cri.remove_pod(&pod).await.unwrap();
+    let status = agent.stop().await.unwrap();
+    assert!(status.success(), "{status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_killed_while_the_main_process_lives_is_reported_and_a_restart_does_not_replay_it() {
     let (bed, mut agent) = TestBed::start_with_agent("").await.unwrap();

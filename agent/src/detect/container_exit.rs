@@ -79,6 +79,20 @@ pub struct ContainerExitDetector {
     catalogue: Arc<Catalogue>,
     /// The host's distribution family, from the latest host check.
     family: Option<&'static str>,
+    /// How long an exit by SIGKILL waits for the kernel's report of an OOM kill (the kernel
+    /// log read through `syslog(2)` is polled, so the report may come after the exit).
+    kernel_log_wait: Duration,
+    /// Exits by SIGKILL waiting for the kernel's report, by container id.
+    awaiting_kill: HashMap<String, AwaitingKill>,
+}
+
+/// An exit by SIGKILL whose finding waits for the kernel log.
+#[derive(Debug, Clone)]
+struct AwaitingKill {
+    container: ContainerInfo,
+    code: i32,
+    event: Option<PendingExit>,
+    until: SystemTime,
 }
 
 /// A kernel OOM kill, as the kernel log reported it.
@@ -101,6 +115,38 @@ impl ContainerExitDetector {
             kills: HashMap::new(),
             catalogue: Arc::new(Catalogue::empty()),
             family: None,
+            kernel_log_wait: Duration::ZERO,
+            awaiting_kill: HashMap::new(),
+        }
+    }
+
+    /// Lets an exit by SIGKILL wait up to `wait` for the kernel log's report of the OOM kill
+    /// before it is reported: the `syslog(2)` reader sees the kill up to a poll later.
+    pub fn with_kernel_log_wait(mut self, wait: Duration) -> Self {
+        self.kernel_log_wait = wait;
+        self
+    }
+
+    /// The kernel's kill of a container's main process (`main_pid`), or, with no pid known,
+    /// any kill in its cgroup.
+    fn kill_of(&self, id: &str, main_pid: Option<u32>) -> Option<&KillSeen> {
+        self.kills
+            .get(id)
+            .filter(|k| main_pid.is_none_or(|pid| pid == k.kill.pid))
+    }
+
+    /// Reports the exits that waited for the kernel log long enough (all, with `all`).
+    fn flush_awaiting(&mut self, all: bool, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        let due: Vec<String> = self
+            .awaiting_kill
+            .iter()
+            .filter(|(_, a)| all || a.until <= cx.now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            if let Some(a) = self.awaiting_kill.remove(&id) {
+                out.extend(self.finding(&a.container, a.code, a.event.as_ref(), true, cx));
+            }
         }
     }
 
@@ -151,6 +197,26 @@ impl ContainerExitDetector {
         if pending.is_none() && before_watermark {
             return;
         }
+        let main_pid = pending.as_ref().map(|e| e.pid).or(c.pid).filter(|p| *p != 0);
+        // Only when an OOM kill is known from containerd or CRI: a plain SIGKILL is not held.
+        let oom_known = c.reason == "OOMKilled" || self.ooms.contains_key(&c.id);
+        if code == 137
+            && oom_known
+            && !self.kernel_log_wait.is_zero()
+            && self.kill_of(&c.id, main_pid).is_none()
+            && self.awaiting_kill.len() < MAX_PENDING
+        {
+            self.awaiting_kill.insert(
+                c.id.clone(),
+                AwaitingKill {
+                    container: c.clone(),
+                    code,
+                    event: pending,
+                    until: cx.now + self.kernel_log_wait,
+                },
+            );
+            return;
+        }
         if let Some(f) = self.finding(c, code, pending.as_ref(), true, cx) {
             out.push(f);
         }
@@ -174,10 +240,7 @@ impl ContainerExitDetector {
         // The kernel's kill of this container's main process: the pid that exited, or the
         // container's pid; with neither known, any kill in its cgroup.
         let main_pid = event.map(|e| e.pid).or(c.pid).filter(|p| *p != 0);
-        let kill = self
-            .kills
-            .get(&c.id)
-            .filter(|k| main_pid.is_none_or(|pid| pid == k.kill.pid));
+        let kill = self.kill_of(&c.id, main_pid);
         // An OOM kill is a SIGKILL: exit code 137. CRI's reason alone also marks containers
         // whose child was killed and which exited later for another reason.
         let oom_killed = code == 137 && (c.reason == "OOMKilled" || oom_at.is_some() || kill.is_some());
@@ -415,6 +478,14 @@ impl Detector for ContainerExitDetector {
                     };
                     self.kills.insert(id.to_owned(), seen);
                 }
+                // An exit by SIGKILL that waited for this report.
+                let waited = self.awaiting_kill.get(id).is_some_and(|a| {
+                    let main_pid = a.event.as_ref().map(|e| e.pid).or(a.container.pid);
+                    main_pid.filter(|p| *p != 0).is_none_or(|pid| pid == kill.pid)
+                });
+                if let Some(a) = waited.then(|| self.awaiting_kill.remove(id)).flatten() {
+                    out.extend(self.finding(&a.container, a.code, a.event.as_ref(), true, cx));
+                }
             }
             SourceEvent::Containerd(ContainerdEvent::TaskOom { container_id, at })
                 if self.ooms.len() < MAX_PENDING || self.ooms.contains_key(container_id) =>
@@ -449,10 +520,12 @@ impl Detector for ContainerExitDetector {
 
     fn on_tick(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         self.flush_pending(self.config.runtime_grace, cx, out);
+        self.flush_awaiting(false, cx, out);
     }
 
     fn on_shutdown(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         self.flush_pending(Duration::ZERO, cx, out);
+        self.flush_awaiting(true, cx, out);
     }
 }
 

@@ -448,3 +448,74 @@ fn a_program_missing_in_the_image_is_command_not_found_instead_of_an_exit() {
         .expect("log evidence");
     assert_eq!(log.message, "last log line: fatal: connection refused");
 }
+
+#[test]
+fn an_oom_killed_exit_waits_for_the_kernel_report_that_a_polled_log_brings_later() {
+    use crate::sources::kmsg::oom::OomKill;
+    use crate::sources::kmsg::KmsgEvent;
+    let id = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let kill = |pid| {
+        SourceEvent::Kmsg(KmsgEvent::OomKill {
+            kill: Box::new(OomKill {
+                pid,
+                comm: "app".into(),
+                task_memcg: Some(format!("/kubepods/pod1/{id}")),
+                ..OomKill::default()
+            }),
+            at: Some(t(99)),
+        })
+    };
+    let mut h = Harness::new(t(0));
+    h.det = ContainerExitDetector::new(ExitConfig::default(), t(0))
+        .with_kernel_log_wait(Duration::from_millis(500));
+    h.feed(task_exit(id, 137, 99));
+    let mut c = exited(id, 137, "OOMKilled", 99);
+    c.pid = Some(4321);
+    assert!(
+        h.feed(SourceEvent::CriContainer(Box::new(c.clone()))).is_empty(),
+        "waits for the kernel"
+    );
+    assert!(h.tick().is_empty(), "still within the wait");
+    assert!(
+        h.feed(kill(999)).is_empty(),
+        "a kill of another process is not this one's"
+    );
+    let out = h.feed(kill(4321));
+    assert_eq!(out.len(), 1, "reported as soon as the kill is read");
+    let sources: Vec<EvidenceSource> = out[0].evidence.iter().map(|e| e.source).collect();
+    assert!(sources.contains(&EvidenceSource::Kmsg), "{sources:?}");
+    assert!(h.tick().is_empty(), "once");
+
+    // No report comes: the exit is reported once the wait is over, without it.
+    let mut h = Harness::new(t(0));
+    h.det = ContainerExitDetector::new(ExitConfig::default(), t(0))
+        .with_kernel_log_wait(Duration::from_millis(500));
+    h.feed(task_exit(id, 137, 99));
+    assert!(h.feed(SourceEvent::CriContainer(Box::new(c.clone()))).is_empty());
+    h.now += Duration::from_millis(500);
+    let out = h.tick();
+    assert_eq!(out.len(), 1);
+    assert!(out[0].summary.contains("OOM-killed"), "{}", out[0].summary);
+    assert!(!out[0].evidence.iter().any(|e| e.source == EvidenceSource::Kmsg));
+
+    // A plain SIGKILL (no OOM known), or no wait configured: reported at once.
+    let mut h = Harness::new(t(0));
+    h.det = ContainerExitDetector::new(ExitConfig::default(), t(0))
+        .with_kernel_log_wait(Duration::from_millis(500));
+    assert_eq!(
+        h.feed(SourceEvent::CriContainer(Box::new(exited("k", 137, "Error", 50))))
+            .len(),
+        1
+    );
+    let mut h = Harness::new(t(0));
+    assert_eq!(
+        h.feed(SourceEvent::CriContainer(Box::new(exited(
+            "o",
+            137,
+            "OOMKilled",
+            50
+        ))))
+        .len(),
+        1
+    );
+}

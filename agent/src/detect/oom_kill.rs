@@ -23,6 +23,7 @@ use super::oom_evidence::{
 use super::{Context, Detector, Evidence, EvidenceSource, Finding, FindingKind, Severity, Subject};
 use crate::model::{or_unknown, ContainerInfo, ContainerState};
 use crate::sources::kmsg::oom::OomKill;
+use crate::sources::kmsg::syslog::UsecCursor;
 use crate::sources::kmsg::KmsgEvent;
 use crate::sources::{ContainerdEvent, SourceEvent};
 
@@ -390,8 +391,11 @@ impl Detector for OomKillDetector {
         self.flush(Duration::ZERO, cx, out);
     }
 
-    fn kmsg_held_from(&self) -> Option<u64> {
-        self.pending.iter().map(|p| p.kill.first_seq).min()
+    fn kmsg_held_from(&self) -> Option<(u64, Option<UsecCursor>)> {
+        self.pending
+            .iter()
+            .map(|p| (p.kill.first_seq, p.kill.before))
+            .min_by_key(|(seq, _)| *seq)
     }
 }
 

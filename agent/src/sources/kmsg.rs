@@ -1,7 +1,12 @@
-//! The kernel log source: reads `<host-root>/dev/kmsg`, assembles the OOM killer's reports and
+//! The kernel log source: reads `<host-root>/dev/kmsg`, or the same log through `syslog(2)`
+//! when the device cannot be opened (see [`syslog`]), assembles the OOM killer's reports and
 //! sends one event per killed process, and periodically a checkpoint (boot id and sequence
-//! number) that the engine records once the findings before it are written.
+//! number, and the timestamp cursor) that the engine records once the findings before it are
+//! written.
 //!
+//! - `kmsg.reader: auto` (the default) reads the device, and falls back to `syslog(2)`, polled
+//!   every `kmsg.poll_interval`, when opening the device is refused (`EPERM`, `EACCES`: a
+//!   container's device cgroup refuses `/dev/kmsg` even with `CAP_SYSLOG`) or it is missing.
 //! - First start: reads from the end of the buffer (what is already there was logged before
 //!   podmortem watched). Restart on the same boot: resumes after the last record handled. A new
 //!   boot: reads the whole buffer, since none of it was handled.
@@ -15,6 +20,7 @@
 pub mod fs_error;
 pub mod oom;
 pub mod record;
+pub mod syslog;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -32,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::oom::{Assembler, OomKill};
 use self::record::{parse_record, Splitter};
+use self::syslog::{Klog, KlogError, ScanError, UsecCursor};
 use crate::backoff::Backoff;
 use crate::sources::SourceEvent;
 
@@ -45,6 +52,11 @@ pub struct KmsgConfig {
     /// At most this many records are read per second; a flood beyond it is skipped (and
     /// counted) rather than allowed to take the agent's CPU.
     pub max_records_per_second: u32,
+    /// How the log is read: `/dev/kmsg`, `syslog(2)`, or the device and else `syslog(2)`.
+    pub reader: KmsgReader,
+    /// How often the `syslog(2)` reader looks for new records (the device wakes the agent).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
 }
 
 impl Default for KmsgConfig {
@@ -52,17 +64,82 @@ impl Default for KmsgConfig {
         KmsgConfig {
             enabled: true,
             max_records_per_second: 20_000,
+            reader: KmsgReader::Auto,
+            poll_interval: Duration::from_millis(200),
         }
     }
 }
 
+/// How the kernel log is read (`kmsg.reader`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KmsgReader {
+    /// `/dev/kmsg`, and `syslog(2)` when the device is refused or missing.
+    #[default]
+    Auto,
+    /// `/dev/kmsg` only.
+    Device,
+    /// `syslog(2)` only, polled every `poll_interval`.
+    Syslog,
+}
+
 /// Where reading the kernel log got to: every record up to `seq` of boot `boot_id` is handled.
+///
+/// Positions written before the timestamp cursor existed hold only `boot_id` and `seq`, and
+/// still load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KmsgPosition {
     /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`).
     pub boot_id: String,
-    /// The last sequence number handled.
+    /// The last sequence number handled: the kernel's, or, when `syslog` is set, the
+    /// `syslog(2)` reader's own count, which means nothing to the device reader.
     pub seq: u64,
+    /// Written by the `syslog(2)` reader: `seq` is not the kernel's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub syslog: bool,
+    /// The same position by timestamp, which both readers understand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usec: Option<UsecCursor>,
+}
+
+/// Why the kernel log cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum KmsgError {
+    /// Opening or reading the device failed.
+    #[error("cannot read {}: {source}", path.display())]
+    Device {
+        /// The device's path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `syslog(2)` failed.
+    #[error("cannot read the kernel log through syslog(2): {source}; {}", tried_text(path, device_error.as_deref()))]
+    Syslog {
+        /// The device tried first (or not tried, when `kmsg.reader` is `syslog`).
+        path: PathBuf,
+        /// Why the device could not be used, when it was tried.
+        device_error: Option<String>,
+        /// The error.
+        source: KlogError,
+    },
+    /// The log read through `syslog(2)` cannot be followed.
+    #[error("{source}; {}", tried_text(path, device_error.as_deref()))]
+    Unfollowable {
+        /// The device tried first (or not tried, when `kmsg.reader` is `syslog`).
+        path: PathBuf,
+        /// Why the device could not be used, when it was tried.
+        device_error: Option<String>,
+        /// Why the log cannot be followed.
+        source: ScanError,
+    },
+}
+
+fn tried_text(path: &Path, device_error: Option<&str>) -> String {
+    match device_error {
+        Some(e) => format!("{} could not be used either: {e}", path.display()),
+        None => format!("{} was not tried (kmsg.reader: syslog)", path.display()),
+    }
 }
 
 /// What the kernel log source tells the engine.
@@ -121,8 +198,20 @@ enum Start {
     End,
     /// At the beginning, skipping records up to and including this sequence number.
     After(u64),
+    /// At the beginning, skipping records up to and including this cursor (a position the
+    /// `syslog(2)` reader wrote, or one without a kernel sequence number).
+    AfterUsec(UsecCursor),
     /// At the beginning of the buffer.
     Beginning,
+}
+
+/// Records already handled, skipped when read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    /// Up to and including this kernel sequence number.
+    Seq(u64),
+    /// Up to and including this timestamp cursor.
+    Usec(UsecCursor),
 }
 
 /// How a read of the log ended.
@@ -138,6 +227,8 @@ pub struct KmsgSource {
     boot_id: String,
     config: KmsgConfig,
     start: Start,
+    /// The cursor of the position resumed from (the `syslog(2)` reader resumes by it).
+    resume_usec: Option<UsecCursor>,
     stats: Arc<KmsgStats>,
     fs_nudge: Option<Arc<tokio::sync::Notify>>,
 }
@@ -150,8 +241,15 @@ impl KmsgSource {
             tracing::warn!(%error, "cannot read the boot id; kernel log position will not be resumed");
             String::new()
         });
+        let mut resume_usec = None;
         let start = match resume {
-            Some(p) if !boot_id.is_empty() && p.boot_id == boot_id => Start::After(p.seq),
+            Some(p) if !boot_id.is_empty() && p.boot_id == boot_id => {
+                resume_usec = p.usec;
+                match p.usec {
+                    Some(usec) if p.syslog => Start::AfterUsec(usec),
+                    _ => Start::After(p.seq),
+                }
+            }
             Some(_) => Start::Beginning,
             None => Start::End,
         };
@@ -160,6 +258,7 @@ impl KmsgSource {
             boot_id,
             config,
             start,
+            resume_usec,
             stats: Arc::default(),
             fs_nudge: None,
         }
@@ -183,32 +282,15 @@ impl KmsgSource {
             stop.cancelled().await;
             return;
         }
-        let mut reader = Reader {
-            boot_id: self.boot_id,
-            stats: self.stats,
-            splitter: Splitter::new(MAX_RECORD),
-            asm: Assembler::default(),
-            skip_through: match self.start {
-                Start::After(seq) => Some(seq),
-                _ => None,
-            },
-            last_seq: None,
-            sent_seq: None,
-            limit: RateLimit::new(self.config.max_records_per_second),
-            tx,
-            fs_nudge: self.fs_nudge,
-        };
+        let mut reader = self.reader(tx);
         let mut start = self.start;
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut failures = 0u32;
+        let mut told_fallback = false;
         loop {
-            let result = match open(&self.path, start) {
-                Ok(file) => {
-                    tracing::info!(path = %self.path.display(), from = ?start, "reading the kernel log");
-                    reader.read(file, &stop).await
-                }
-                Err(error) => Err(error),
-            };
+            let result = self
+                .read_once(&mut reader, start, &stop, &mut told_fallback)
+                .await;
             let wait = match result {
                 Ok(Closed::Stopped) => break,
                 Ok(Closed::Eof) => {
@@ -219,23 +301,17 @@ impl KmsgSource {
                     failures += 1;
                     if failures == 1 {
                         tracing::error!(
-                            path = %self.path.display(), %error,
-                            "cannot read the kernel log; OOM kills are seen only through containerd and CRI until it can be read (needs root, or CAP_SYSLOG, and the host's /dev mounted)"
+                            %error,
+                            "cannot read the kernel log; OOM kills are seen only through containerd and CRI until it can be read"
                         );
                     } else {
-                        tracing::debug!(path = %self.path.display(), %error, "kernel log still unreadable");
+                        tracing::debug!(%error, "kernel log still unreadable");
                     }
                     backoff.next_delay()
                 }
             };
             // Reopen where reading got to.
-            start = match reader.last_seq {
-                Some(seq) => {
-                    reader.skip_through = Some(seq);
-                    Start::After(seq)
-                }
-                None => start,
-            };
+            start = reader.resume_start().unwrap_or(start);
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(wait) => {}
@@ -243,6 +319,107 @@ impl KmsgSource {
         }
         reader.checkpoint().await;
     }
+
+    /// The state kept across reopenings of the log, starting where the source starts.
+    fn reader(&self, tx: mpsc::Sender<SourceEvent>) -> Reader {
+        Reader {
+            boot_id: self.boot_id.clone(),
+            stats: Arc::clone(&self.stats),
+            splitter: Splitter::new(MAX_RECORD),
+            asm: Assembler::default(),
+            skip: match self.start {
+                Start::After(seq) => Some(Skip::Seq(seq)),
+                Start::AfterUsec(cursor) => Some(Skip::Usec(cursor)),
+                Start::End | Start::Beginning => None,
+            },
+            last_seq: None,
+            sent_seq: None,
+            cursor: None,
+            report_cursor: None,
+            syslog_seq: 0,
+            mode: None,
+            limit: RateLimit::new(self.config.max_records_per_second),
+            tx,
+            fs_nudge: self.fs_nudge.clone(),
+        }
+    }
+
+    /// Reads the log once through the configured reader, until it closes, fails or `stop`.
+    async fn read_once(
+        &self,
+        reader: &mut Reader,
+        start: Start,
+        stop: &CancellationToken,
+        told_fallback: &mut bool,
+    ) -> Result<Closed, KmsgError> {
+        let path = &self.path;
+        let device_error = match self.config.reader {
+            KmsgReader::Syslog => None,
+            KmsgReader::Device | KmsgReader::Auto => match open(path, start) {
+                Ok(file) => {
+                    tracing::info!(path = %path.display(), from = ?start, "reading the kernel log");
+                    reader.enter(Mode::Device);
+                    return reader.read(file, stop).await.map_err(|source| KmsgError::Device {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+                Err(source) if self.config.reader == KmsgReader::Auto && falls_back(&source) => {
+                    Some(source.to_string())
+                }
+                Err(source) => {
+                    return Err(KmsgError::Device {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+            },
+        };
+        let klog = Klog::open().map_err(|source| KmsgError::Syslog {
+            path: path.clone(),
+            device_error: device_error.clone(),
+            source,
+        })?;
+        let poll = humantime::format_duration(self.config.poll_interval);
+        match &device_error {
+            Some(error) if !*told_fallback => {
+                *told_fallback = true;
+                tracing::warn!(
+                    path = %path.display(), %error, poll_interval = %poll,
+                    "cannot open the kernel log device (a container's device cgroup refuses it unless privileged); reading the kernel log through syslog(2) every poll_interval instead"
+                );
+            }
+            _ => {
+                tracing::info!(poll_interval = %poll, from = ?start, "reading the kernel log through syslog(2)")
+            }
+        }
+        reader.enter(Mode::Syslog);
+        let resume = self.resume_usec;
+        reader
+            .follow(klog, start, resume, self.config.poll_interval, stop)
+            .await
+            .map_err(|error| match error {
+                FollowError::Klog(source) => KmsgError::Syslog {
+                    path: path.clone(),
+                    device_error,
+                    source,
+                },
+                FollowError::Scan(source) => KmsgError::Unfollowable {
+                    path: path.clone(),
+                    device_error,
+                    source,
+                },
+            })
+    }
+}
+
+/// Whether `auto` reads through `syslog(2)` after this error opening the device: refused (a
+/// device cgroup, no capability) or missing.
+fn falls_back(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(nix::libc::EPERM | nix::libc::EACCES | nix::libc::ENOENT)
+    )
 }
 
 fn open(path: &Path, start: Start) -> std::io::Result<File> {
@@ -252,7 +429,7 @@ fn open(path: &Path, start: Start) -> std::io::Result<File> {
         .open(path)?;
     match start {
         Start::End => file.seek(SeekFrom::End(0))?,
-        Start::After(_) | Start::Beginning => file.seek(SeekFrom::Start(0))?,
+        Start::After(_) | Start::AfterUsec(_) | Start::Beginning => file.seek(SeekFrom::Start(0))?,
     };
     Ok(file)
 }
@@ -286,16 +463,36 @@ impl RateLimit {
     }
 }
 
+/// Which reader is reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Device,
+    Syslog,
+}
+
+/// Why following the log through `syslog(2)` stopped.
+enum FollowError {
+    Klog(KlogError),
+    Scan(ScanError),
+}
+
 /// State kept across reopenings of the log.
 struct Reader {
     boot_id: String,
     stats: Arc<KmsgStats>,
     splitter: Splitter,
     asm: Assembler,
-    /// Records up to this sequence number were handled already.
-    skip_through: Option<u64>,
+    /// Records handled already.
+    skip: Option<Skip>,
     last_seq: Option<u64>,
     sent_seq: Option<u64>,
+    /// The timestamp cursor after the last record read.
+    cursor: Option<UsecCursor>,
+    /// The cursor just before the OOM report in progress.
+    report_cursor: Option<UsecCursor>,
+    /// The sequence numbers given to records read through `syslog(2)`.
+    syslog_seq: u64,
+    mode: Option<Mode>,
     limit: RateLimit,
     tx: mpsc::Sender<SourceEvent>,
     /// Woken when the kernel reports a filesystem error (the host mount table is read again).
@@ -303,6 +500,35 @@ struct Reader {
 }
 
 impl Reader {
+    /// Switches to `mode`; sequence numbers of the other reader mean nothing to it.
+    fn enter(&mut self, mode: Mode) {
+        if self.mode.is_some_and(|m| m != mode) {
+            self.last_seq = None;
+            self.sent_seq = None;
+            self.asm = Assembler::default();
+        }
+        if mode == Mode::Device {
+            // Counted again from the records read.
+            self.cursor = None;
+        }
+        self.mode = Some(mode);
+    }
+
+    /// Where to reopen the log: after the last record read.
+    fn resume_start(&mut self) -> Option<Start> {
+        match (self.mode, self.last_seq, self.cursor) {
+            (Some(Mode::Device), Some(seq), _) => {
+                self.skip = Some(Skip::Seq(seq));
+                Some(Start::After(seq))
+            }
+            (_, _, Some(cursor)) => {
+                self.skip = Some(Skip::Usec(cursor));
+                Some(Start::AfterUsec(cursor))
+            }
+            _ => None,
+        }
+    }
+
     /// Reads one opened log until it closes, fails, or `stop`.
     async fn read(&mut self, file: File, stop: &CancellationToken) -> std::io::Result<Closed> {
         let is_device = file.metadata()?.file_type().is_char_device();
@@ -360,6 +586,97 @@ impl Reader {
         }
     }
 
+    /// Follows the log through `syslog(2)`, polling every `poll`, until a read fails or `stop`.
+    /// `resume` is the cursor of the position resumed from, if it had one.
+    async fn follow(
+        &mut self,
+        mut klog: impl syslog::ReadAll,
+        start: Start,
+        resume: Option<UsecCursor>,
+        poll: Duration,
+        stop: &CancellationToken,
+    ) -> Result<Closed, FollowError> {
+        let at_end = match start {
+            Start::End => self.cursor.is_none(),
+            Start::After(_) if self.cursor.is_none() => {
+                self.cursor = resume;
+                if resume.is_none() {
+                    tracing::info!(
+                        "the recorded kernel log position has no timestamp (an older podmortem wrote it); syslog(2) reading starts at the end of the buffer"
+                    );
+                }
+                resume.is_none()
+            }
+            Start::AfterUsec(cursor) => {
+                self.cursor = self.cursor.or(Some(cursor));
+                false
+            }
+            Start::After(_) | Start::Beginning => false,
+        };
+        if at_end {
+            // `Klog::open` read the buffer once: what is there was logged before.
+            self.cursor = syslog::end_cursor(klog.contents());
+            syslog::scan(klog.contents(), self.cursor).map_err(FollowError::Scan)?;
+        }
+        let mut checkpoints = tokio::time::interval(CHECKPOINT_EVERY);
+        checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut polls = tokio::time::interval(poll);
+        polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return Ok(Closed::Stopped),
+                _ = checkpoints.tick() => self.checkpoint().await,
+                _ = polls.tick() => {
+                    if !self.poll(&mut klog, stop).await? {
+                        return Ok(Closed::Stopped);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the buffer once and handles the records after the cursor. `false` when stopping
+    /// or the engine is gone.
+    async fn poll(
+        &mut self,
+        klog: &mut impl syslog::ReadAll,
+        stop: &CancellationToken,
+    ) -> Result<bool, FollowError> {
+        let buf = klog.read_all().map_err(FollowError::Klog)?;
+        let scan = syslog::scan(buf, self.cursor).map_err(FollowError::Scan)?;
+        if scan.complete_end < buf.len() {
+            self.malformed(&syslog::LineError::Truncated);
+        }
+        if scan.lost > 0 {
+            let total = self.stats.lost.fetch_add(scan.lost, Ordering::Relaxed) + scan.lost;
+            tracing::warn!(
+                lost = scan.lost,
+                total,
+                "kernel log records were overwritten before podmortem read them (estimated)"
+            );
+        }
+        let mut lines = Vec::new();
+        syslog::new_lines(buf, &scan, self.cursor, |line| lines.push(line));
+        for chunk in lines.chunks(READS_PER_WAKEUP) {
+            let mut events = Vec::new();
+            for line in chunk {
+                self.stats.records.fetch_add(1, Ordering::Relaxed);
+                match line {
+                    Ok(line) => {
+                        self.syslog_seq += 1;
+                        self.handle_parsed(self.syslog_seq, line.usec, line.facility, line.text, &mut events);
+                    }
+                    Err(error) => self.malformed(error),
+                }
+            }
+            if !self.deliver(events, chunk.len(), stop).await {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Handles the records in a chunk (exactly one when read from the device); pauses when
     /// over the rate. `false` when stopping or the engine is gone.
     async fn handle_chunk(&mut self, chunk: &[u8], one_record: bool, stop: &CancellationToken) -> bool {
@@ -376,6 +693,12 @@ impl Reader {
             }
             records.len()
         };
+        self.deliver(events, count, stop).await
+    }
+
+    /// Sends `events` found in `count` records; pauses when over the rate. `false` when
+    /// stopping or the engine is gone.
+    async fn deliver(&mut self, events: Vec<KmsgEvent>, count: usize, stop: &CancellationToken) -> bool {
         for event in events {
             if self.tx.send(SourceEvent::Kmsg(event)).await.is_err() {
                 return false;
@@ -390,24 +713,36 @@ impl Reader {
         true
     }
 
+    /// Counts a record that could not be parsed.
+    fn malformed(&self, error: &dyn std::fmt::Display) {
+        let n = self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        if n.is_power_of_two() || n == 0 {
+            tracing::warn!(%error, malformed = n + 1, "skipping malformed kernel log records");
+        }
+    }
+
     fn handle_record(&mut self, raw: &[u8], events: &mut Vec<KmsgEvent>) {
         self.stats.records.fetch_add(1, Ordering::Relaxed);
-        let record = match parse_record(raw) {
-            Ok(r) => r,
-            Err(error) => {
-                let n = self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                if n.is_power_of_two() || n == 0 {
-                    tracing::warn!(%error, malformed = n + 1, "skipping malformed kernel log records");
-                }
-                return;
-            }
-        };
-        if self.skip_through.is_some_and(|s| record.seq <= s) {
-            return;
+        match parse_record(raw) {
+            Ok(r) => self.handle_parsed(r.seq, r.usec, r.facility, r.text, events),
+            Err(error) => self.malformed(&error),
         }
-        let expected = self.last_seq.or(self.skip_through).map(|s| s + 1);
-        if let Some(expected) = expected.filter(|e| record.seq > *e) {
-            let lost = record.seq - expected;
+    }
+
+    /// Handles one parsed record, from either reader.
+    fn handle_parsed(&mut self, seq: u64, usec: u64, facility: u32, text: &str, events: &mut Vec<KmsgEvent>) {
+        let before = self.cursor;
+        let cursor = UsecCursor::advance(before, usec);
+        self.cursor = Some(cursor);
+        let skip_seq = match self.skip {
+            Some(Skip::Seq(s)) if seq <= s => return,
+            Some(Skip::Usec(c)) if cursor <= c => return,
+            Some(Skip::Seq(s)) => Some(s),
+            Some(Skip::Usec(_)) | None => None,
+        };
+        let expected = self.last_seq.or(skip_seq).map(|s| s + 1);
+        if let Some(expected) = expected.filter(|e| seq > *e) {
+            let lost = seq - expected;
             let total = self.stats.lost.fetch_add(lost, Ordering::Relaxed) + lost;
             tracing::warn!(
                 lost,
@@ -415,37 +750,49 @@ impl Reader {
                 "kernel log records were overwritten before podmortem read them"
             );
         }
-        if self.last_seq.is_some_and(|s| record.seq < s) {
+        if self.last_seq.is_some_and(|s| seq < s) {
             // The sequence went back: a saved log read again, or a new buffer.
             self.asm = Assembler::default();
         }
-        self.last_seq = Some(record.seq);
-        self.skip_through = None;
-        if record.facility != 0 {
+        self.last_seq = Some(seq);
+        self.skip = None;
+        if facility != 0 {
             return;
         }
         let abandoned = self.asm.abandoned;
-        let kill = self.asm.feed(record.seq, record.usec, record.text);
+        let was_open = self.asm.open_since();
+        let kill = self.asm.feed(seq, usec, text);
+        if self
+            .asm
+            .open_since()
+            .is_some_and(|first| first == seq && was_open != Some(seq))
+        {
+            self.report_cursor = before;
+        }
         self.stats
             .abandoned_reports
             .fetch_add(self.asm.abandoned - abandoned, Ordering::Relaxed);
-        if let Some(error) = fs_error::parse_line(record.text) {
+        if let Some(error) = fs_error::parse_line(text) {
             self.stats.fs_errors.fetch_add(1, Ordering::Relaxed);
             if let Some(nudge) = &self.fs_nudge {
                 nudge.notify_one();
             }
             events.push(KmsgEvent::FsError {
                 error: Box::new(error),
-                line: crate::text::cut(record.text, 1024).to_owned(),
-                at: wall_clock(record.usec),
+                line: crate::text::cut(text, 1024).to_owned(),
+                at: wall_clock(usec),
             });
         }
-        if let Some(kill) = kill {
+        if let Some(mut kill) = kill {
             self.stats.oom_kills.fetch_add(1, Ordering::Relaxed);
-            let at = wall_clock(record.usec);
+            kill.before = if kill.first_seq == seq {
+                before
+            } else {
+                self.report_cursor
+            };
             events.push(KmsgEvent::OomKill {
                 kill: Box::new(kill),
-                at,
+                at: wall_clock(usec),
             });
         }
     }
@@ -453,9 +800,9 @@ impl Reader {
     /// Sends a checkpoint if reading advanced: everything before the report in progress.
     async fn checkpoint(&mut self) {
         let Some(last) = self.last_seq else { return };
-        let safe = match self.asm.open_since() {
-            Some(first) => first.saturating_sub(1).min(last),
-            None => last,
+        let (safe, usec) = match self.asm.open_since() {
+            Some(first) => (first.saturating_sub(1).min(last), self.report_cursor),
+            None => (last, self.cursor),
         };
         if self.sent_seq.is_some_and(|s| s >= safe) || self.boot_id.is_empty() {
             return;
@@ -464,6 +811,8 @@ impl Reader {
         let position = KmsgPosition {
             boot_id: self.boot_id.clone(),
             seq: safe,
+            syslog: self.mode == Some(Mode::Syslog),
+            usec,
         };
         // The engine being gone means podmortem is stopping; nothing to do then.
         let _ = self

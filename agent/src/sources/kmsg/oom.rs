@@ -94,6 +94,9 @@ pub struct OomKill {
     pub memcg_failcnt: Option<u64>,
     /// The largest memory users in the report's task table, largest first.
     pub top_tasks: Vec<TaskMemory>,
+    /// Where reading resumes to read this report again: the position just before its first
+    /// record (set by the source, not the parser).
+    pub before: Option<super::syslog::UsecCursor>,
 }
 
 impl OomKill {
@@ -430,6 +433,7 @@ impl Assembler {
             memcg_limit_kib: report.memcg_limit_kib,
             memcg_failcnt: report.memcg_failcnt,
             top_tasks: report.top_tasks,
+            before: None,
         }
     }
 }
