@@ -24,7 +24,7 @@
 //!   enabled: true
 //!   max_records_per_second: 20000
 //!   reader: auto               # auto | device | syslog
-//!   poll_interval: 200ms       # how often the syslog(2) reader polls
+//!   poll_interval: 1s          # how often the syslog(2) reader polls (and at once after an OOM)
 //! memory:
 //!   interval: 5s
 //! oom:
@@ -438,7 +438,7 @@ mod tests {
             Config::default().kmsg.reader,
             crate::sources::kmsg::KmsgReader::Auto
         );
-        assert_eq!(Config::default().kmsg.poll_interval, Duration::from_millis(200));
+        assert_eq!(Config::default().kmsg.poll_interval, Duration::from_secs(1));
     }
 
     #[test]

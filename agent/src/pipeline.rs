@@ -152,16 +152,19 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
         Ended::Source("CRI source")
     });
     let memory_nudge = Arc::new(Notify::new());
+    let kmsg_nudge = Arc::new(Notify::new());
     let events_source = ContainerdEventsSource::new(
         config.containerd_address.clone(),
         config.events.clone(),
         cri_handle,
     )
-    .with_memory_nudge(Arc::clone(&memory_nudge))
+    .with_oom_nudge(Arc::clone(&memory_nudge))
+    .with_oom_nudge(Arc::clone(&kmsg_nudge))
     .with_telemetry(Arc::clone(&telemetry));
     let fs_nudge = Arc::new(Notify::new());
     let kmsg_source = KmsgSource::new(&config.host_root, config.kmsg.clone(), state.kmsg().cloned())
-        .with_fs_nudge(Arc::clone(&fs_nudge));
+        .with_fs_nudge(Arc::clone(&fs_nudge))
+        .with_poll_nudge(kmsg_nudge);
     let kmsg_stats = kmsg_source.stats();
     telemetry.parse_errors_from(
         "kmsg",

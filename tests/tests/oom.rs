@@ -138,11 +138,10 @@ async fn oom_kills_are_one_finding_each_with_the_victim_and_a_crash_loop_counts_
 /// in the OOMKilled finding with the victim's details, though it is read up to a poll later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_syslog_reader_gives_the_same_kill_evidence() {
-    let (bed, mut agent) = TestBed::start_with_agent(
-        "cri:\n  resync_interval: 1s\nkmsg:\n  reader: syslog\n  poll_interval: 200ms\n",
-    )
-    .await
-    .unwrap();
+    let (bed, mut agent) =
+        TestBed::start_with_agent("cri:\n  resync_interval: 1s\nkmsg:\n  reader: syslog\n")
+            .await
+            .unwrap();
     agent
         .wait_for_log("reading the kernel log through syslog(2)", WAIT)
         .await

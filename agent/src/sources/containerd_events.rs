@@ -140,8 +140,8 @@ pub struct ContainerdEventsSource {
     socket: PathBuf,
     config: EventsConfig,
     cri: CriHandle,
-    /// Asks the memory sampler for a reading now (after an OOM).
-    memory: Option<Arc<Notify>>,
+    /// Woken after an OOM: the memory sampler reads now, the kernel log is polled now.
+    oom_nudges: Vec<Arc<Notify>>,
     /// Where readiness (`containerd_events`: subscribed) and undecodable events are counted.
     telemetry: Arc<Telemetry>,
 }
@@ -157,7 +157,7 @@ impl ContainerdEventsSource {
             socket,
             config,
             cri,
-            memory: None,
+            oom_nudges: Vec::new(),
             telemetry: Telemetry::new(),
         }
     }
@@ -168,9 +168,10 @@ impl ContainerdEventsSource {
         self
     }
 
-    /// Also asks for a memory reading (through `nudge`) whenever containerd reports an OOM.
-    pub fn with_memory_nudge(mut self, nudge: Arc<Notify>) -> Self {
-        self.memory = Some(nudge);
+    /// Also wakes `nudge` whenever containerd reports an OOM (a memory reading, a kernel log
+    /// poll); may be called more than once.
+    pub fn with_oom_nudge(mut self, nudge: Arc<Notify>) -> Self {
+        self.oom_nudges.push(nudge);
         self
     }
 
@@ -269,8 +270,8 @@ impl ContainerdEventsSource {
             ContainerdEvent::TaskStart { container_id, .. } => self.cri.refresh(container_id, false),
             ContainerdEvent::TaskOom { container_id, .. } => {
                 self.cri.refresh(container_id, false);
-                if let Some(memory) = &self.memory {
-                    memory.notify_one();
+                for nudge in &self.oom_nudges {
+                    nudge.notify_one();
                 }
             }
             ContainerdEvent::TaskExit {

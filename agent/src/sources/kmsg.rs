@@ -65,7 +65,7 @@ impl Default for KmsgConfig {
             enabled: true,
             max_records_per_second: 20_000,
             reader: KmsgReader::Auto,
-            poll_interval: Duration::from_millis(200),
+            poll_interval: Duration::from_secs(1),
         }
     }
 }
@@ -231,6 +231,7 @@ pub struct KmsgSource {
     resume_usec: Option<UsecCursor>,
     stats: Arc<KmsgStats>,
     fs_nudge: Option<Arc<tokio::sync::Notify>>,
+    poll_nudge: Arc<tokio::sync::Notify>,
 }
 
 impl KmsgSource {
@@ -261,7 +262,17 @@ impl KmsgSource {
             resume_usec,
             stats: Arc::default(),
             fs_nudge: None,
+            poll_nudge: Arc::default(),
         }
+    }
+
+    /// Reads the kernel log at once whenever `nudge` is notified (containerd reported an
+    /// OOM), instead of at the next `poll_interval`: `syslog(2)` is polled, and slowly, since
+    /// every poll costs the kernel a pass over its whole buffer. The device reader is woken by
+    /// the kernel itself and ignores it.
+    pub fn with_poll_nudge(mut self, nudge: Arc<tokio::sync::Notify>) -> Self {
+        self.poll_nudge = nudge;
+        self
     }
 
     /// Wakes `nudge` whenever the kernel reports a filesystem error.
@@ -341,6 +352,7 @@ impl KmsgSource {
             limit: RateLimit::new(self.config.max_records_per_second),
             tx,
             fs_nudge: self.fs_nudge.clone(),
+            poll_nudge: Arc::clone(&self.poll_nudge),
         }
     }
 
@@ -384,7 +396,7 @@ impl KmsgSource {
         match &device_error {
             Some(error) if !*told_fallback => {
                 *told_fallback = true;
-                tracing::warn!(
+                tracing::info!(
                     path = %path.display(), %error, poll_interval = %poll,
                     "cannot open the kernel log device (a container's device cgroup refuses it unless privileged); reading the kernel log through syslog(2) every poll_interval instead"
                 );
@@ -497,6 +509,8 @@ struct Reader {
     tx: mpsc::Sender<SourceEvent>,
     /// Woken when the kernel reports a filesystem error (the host mount table is read again).
     fs_nudge: Option<Arc<tokio::sync::Notify>>,
+    /// Asks the `syslog(2)` reader for a poll now.
+    poll_nudge: Arc<tokio::sync::Notify>,
 }
 
 impl Reader {
@@ -622,12 +636,19 @@ impl Reader {
         checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut polls = tokio::time::interval(poll);
         polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let nudge = Arc::clone(&self.poll_nudge);
         loop {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return Ok(Closed::Stopped),
                 _ = checkpoints.tick() => self.checkpoint().await,
                 _ = polls.tick() => {
+                    if !self.poll(&mut klog, stop).await? {
+                        return Ok(Closed::Stopped);
+                    }
+                }
+                () = nudge.notified() => {
+                    polls.reset();
                     if !self.poll(&mut klog, stop).await? {
                         return Ok(Closed::Stopped);
                     }
