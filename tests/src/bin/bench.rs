@@ -77,6 +77,10 @@ async fn main() -> std::process::ExitCode {
 async fn bench() -> Result<()> {
     let exits = env_usize("BENCH_EXITS", 40);
     let containers = env_usize("BENCH_CONTAINERS", 50);
+    // BENCH_ONLY=box: only the image in its container.
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("box") {
+        return in_a_box(containers).await;
+    }
     let bed = TestBed::start().await?;
     let config = bed.containerd.dir().join("bench.yaml");
     // Resync every 5s so the footprint includes several full listings.
