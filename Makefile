@@ -54,15 +54,18 @@ $(TOOLS)/venv/bin/kubernetes-validate:
 	python3 -m venv $(TOOLS)/venv
 	$(TOOLS)/venv/bin/pip install -q kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)
 
-## manifests: render deploy/ (and the example collector) with kustomize and check it against the Kubernetes schemas (1.30, the oldest with recursiveReadOnly, and the newest the validator knows)
+## manifests: render deploy/, the example overlay and the example collector with kustomize, and check them against the Kubernetes schemas (1.30, the oldest with recursiveReadOnly, and the newest the validator knows)
+MANIFESTS := deploy examples/overlay examples/otel-collector
 manifests: tools
-	$(TOOLS)/kustomize build deploy > target/deploy.yaml
-	$(TOOLS)/venv/bin/kubernetes-validate --strict --quiet -k 1.30.0 target/deploy.yaml
-	$(TOOLS)/venv/bin/kubernetes-validate --strict --quiet -k $(KUBERNETES_VALIDATE_VERSION) target/deploy.yaml
-	$(TOOLS)/kustomize build deploy/examples/otel-collector > target/otel-collector.yaml
-	$(TOOLS)/venv/bin/kubernetes-validate --strict --quiet -k 1.30.0 target/otel-collector.yaml
-	$(TOOLS)/venv/bin/kubernetes-validate --strict --quiet -k $(KUBERNETES_VALIDATE_VERSION) target/otel-collector.yaml
-	@echo "deploy/: $$(grep -c '^kind:' target/deploy.yaml) objects, the example collector $$(grep -c '^kind:' target/otel-collector.yaml), valid for Kubernetes 1.30 and $(KUBERNETES_VALIDATE_VERSION)"
+	@mkdir -p target/manifests
+	@for m in $(MANIFESTS); do \
+	  out=target/manifests/$$(echo $$m | tr / -).yaml; \
+	  $(TOOLS)/kustomize build $$m > $$out || exit 1; \
+	  for v in 1.30.0 $(KUBERNETES_VALIDATE_VERSION); do \
+	    $(TOOLS)/venv/bin/kubernetes-validate --strict --quiet -k $$v $$out || exit 1; \
+	  done; \
+	  echo "$$m: $$(grep -c '^kind:' $$out) objects valid for Kubernetes 1.30 and $(KUBERNETES_VALIDATE_VERSION)"; \
+	done
 
 ## image: the container image, offline: a static binary, then the Dockerfile's runtime stage around it (buildah), saved as target/image/podmortem.oci.tar
 IMAGE ?= ghcr.io/podmortem/podmortem:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)

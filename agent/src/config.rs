@@ -386,6 +386,23 @@ fn tidy_message(message: &str, key: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The config files the DaemonSet and the example overlay ship load, and say what the
+    /// DaemonSet's mounts expect.
+    #[test]
+    fn the_shipped_daemonset_configs_load() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for file in ["deploy/config.yaml", "examples/overlay/config.yaml"] {
+            let c = Config::load(&repo.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(c.host_root, Path::new("/host"), "{file}");
+            assert_eq!(
+                c.containerd_address,
+                Path::new("/run/containerd/containerd.sock"),
+                "{file}"
+            );
+            assert_eq!(c.state_dir, Path::new("/var/lib/podmortem"), "{file}");
+        }
+    }
+
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/podmortem.yaml"))
     }
