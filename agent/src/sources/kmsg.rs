@@ -188,6 +188,8 @@ pub struct KmsgStats {
 const MAX_RECORD: usize = 16 * 1024;
 /// How often a checkpoint is sent when reading advanced.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How long after a nudged poll of `syslog(2)` the second one comes.
+const NUDGE_AGAIN: Duration = Duration::from_millis(100);
 /// At most this many reads per wake-up, so that stopping and checkpoints are not starved.
 const READS_PER_WAKEUP: usize = 256;
 
@@ -248,6 +250,9 @@ impl KmsgSource {
                 resume_usec = p.usec;
                 match p.usec {
                     Some(usec) if p.syslog => Start::AfterUsec(usec),
+                    // The syslog(2) reader's own count, before it had read a timestamp: nothing
+                    // before that position was handled.
+                    None if p.syslog => Start::Beginning,
                     _ => Start::After(p.seq),
                 }
             }
@@ -632,11 +637,19 @@ impl Reader {
             self.cursor = syslog::end_cursor(klog.contents());
             syslog::scan(klog.contents(), self.cursor).map_err(FollowError::Scan)?;
         }
+        if matches!(self.skip, Some(Skip::Seq(_))) {
+            // A sequence number of /dev/kmsg means nothing to this reader's own count: the
+            // cursor says where to go on from.
+            self.skip = self.cursor.map(Skip::Usec);
+        }
         let mut checkpoints = tokio::time::interval(CHECKPOINT_EVERY);
         checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut polls = tokio::time::interval(poll);
         polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let nudge = Arc::clone(&self.poll_nudge);
+        // After a nudge, a second poll a little later: on cgroup v1 containerd hears of a
+        // memory cgroup's OOM before the kernel has printed all of its report.
+        let mut again: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 biased;
@@ -649,6 +662,13 @@ impl Reader {
                 }
                 () = nudge.notified() => {
                     polls.reset();
+                    again = Some(tokio::time::Instant::now() + NUDGE_AGAIN);
+                    if !self.poll(&mut klog, stop).await? {
+                        return Ok(Closed::Stopped);
+                    }
+                }
+                () = sleep_until_some(again) => {
+                    again = None;
                     if !self.poll(&mut klog, stop).await? {
                         return Ok(Closed::Stopped);
                     }
@@ -840,6 +860,14 @@ impl Reader {
             .tx
             .send(SourceEvent::Kmsg(KmsgEvent::Checkpoint(position)))
             .await;
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -614,3 +614,88 @@ async fn a_nudge_reads_the_kernel_log_at_once() {
     stop.cancel();
     task.await.expect("reader");
 }
+
+/// Two CPUs may log a record with a timestamp just below the one before it: each record is
+/// still handled once, poll after poll.
+#[tokio::test]
+async fn records_out_of_timestamp_order_are_handled_once() {
+    let buf = "<6>[  100.000000] a\n<6>[  100.000001] b\n<6>[  100.000000] c\n";
+    let (events, stats, result) = follow(None, Polls::new("", &[buf, buf, buf]), 3).await;
+    result.expect("followed");
+    assert!(!checkpoints(&events).is_empty());
+    assert_eq!(stats.records.load(Ordering::Relaxed), 3, "{events:?}");
+}
+
+/// A position the device reader saved (its sequence number, no cursor) given to the
+/// `syslog(2)` reader: it starts at the end of the buffer and reads what comes after, instead
+/// of skipping as many of its own records as the device's sequence number.
+#[tokio::test]
+async fn the_syslog_reader_resumes_from_a_device_position_without_a_cursor() {
+    let first = "<6>[    1.000000] old\n<6>[    2.000000] old too\n";
+    let second = format!("{first}{}", as_syslog(LOG));
+    let device = same_boot(50_000, None, false);
+    let (events, _, result) = follow(device, Polls::new(first, &[first, &second]), 80).await;
+    result.expect("followed");
+    assert_eq!(kill_pids(&events), [15888]);
+}
+
+/// The `syslog(2)` reader's own count, saved before it had a timestamp, is not taken for a
+/// device sequence number: reading starts at the beginning.
+#[test]
+fn a_syslog_position_without_a_cursor_starts_at_the_beginning() {
+    let dir = host("");
+    let source = KmsgSource::new(dir.path(), KmsgConfig::default(), same_boot(12, None, true));
+    assert_eq!(source.start, Start::Beginning);
+    let source = KmsgSource::new(dir.path(), KmsgConfig::default(), same_boot(12, None, false));
+    assert_eq!(source.start, Start::After(12));
+}
+
+/// On cgroup v1, containerd hears of an OOM before the kernel has printed all of its report:
+/// the nudged poll finds half of it, and a second poll 100 ms later the rest.
+#[tokio::test(start_paused = true)]
+async fn a_nudge_polls_again_for_a_report_still_being_printed() {
+    let first = "<6>[    1.000000] old\n";
+    let log = as_syslog(LOG);
+    let lines: Vec<&str> = log.lines().collect();
+    let half: String = lines[..lines.len() / 2]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (half, full) = (format!("{first}{half}"), format!("{first}{log}"));
+    let dir = host("");
+    let nudge = Arc::new(tokio::sync::Notify::new());
+    let interval = Duration::from_secs(3600);
+    let config = KmsgConfig {
+        poll_interval: interval,
+        ..KmsgConfig::default()
+    };
+    let source = KmsgSource::new(dir.path(), config, None).with_poll_nudge(Arc::clone(&nudge));
+    let (tx, mut rx) = mpsc::channel(256);
+    let stop = CancellationToken::new();
+    let mut reader = source.reader(tx);
+    reader.enter(Mode::Syslog);
+    let start = source.start;
+    let stopper = stop.clone();
+    let polls = Polls::new(first, &[first, &half, &full]);
+    let task = tokio::spawn(async move {
+        let _ = reader.follow(polls, start, None, interval, &stopper).await;
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let nudged = tokio::time::Instant::now();
+    nudge.notify_one();
+    let kill = loop {
+        match rx.recv().await {
+            Some(SourceEvent::Kmsg(KmsgEvent::OomKill { kill, .. })) => break kill,
+            Some(_) => {}
+            None => panic!("the reader stopped without the kill"),
+        }
+    };
+    assert_eq!(kill.pid, 15888);
+    let after = nudged.elapsed();
+    assert!(
+        after >= NUDGE_AGAIN && after < Duration::from_secs(1),
+        "read {after:?} after the nudge"
+    );
+    stop.cancel();
+    task.await.expect("reader");
+}

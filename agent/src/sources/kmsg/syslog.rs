@@ -40,9 +40,12 @@ pub struct UsecCursor {
 }
 
 impl UsecCursor {
-    /// The cursor after handling a record logged at `usec`.
+    /// The cursor after handling a record logged at `usec`. It never goes back: a record two
+    /// CPUs timestamped slightly out of order, older than one already handled, leaves it
+    /// where it is (going back would hand the records after it out again).
     pub fn advance(cursor: Option<UsecCursor>, usec: u64) -> UsecCursor {
         match cursor {
+            Some(c) if usec < c.usec => c,
             Some(c) if c.usec == usec => UsecCursor {
                 usec,
                 count: c.count.saturating_add(1),

@@ -173,6 +173,9 @@ fn the_cursor_advances_and_orders_by_time_then_count() {
     let c = UsecCursor::advance(Some(c), 5);
     assert_eq!(Some(c), cursor(5, 2));
     assert_eq!(Some(UsecCursor::advance(Some(c), 6)), cursor(6, 1));
+    // An older timestamp after a newer one (two CPUs) leaves the cursor where it is.
+    let six = UsecCursor::advance(Some(c), 6);
+    assert_eq!(UsecCursor::advance(Some(six), 5), six);
     assert!(cursor(5, 2) < cursor(6, 1));
     assert!(cursor(5, 1) < cursor(5, 2));
 }
