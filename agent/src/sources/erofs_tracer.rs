@@ -234,8 +234,9 @@ fn enrich(raw: &RawEvent, at: SystemTime, container_id: Option<String>, host_roo
             Ok(ns) => ns.to_string_lossy() == format!("mnt:[{}]", raw.mnt_ns),
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 denied = Some(format!(
-                    "/proc/{}/ns/mnt is not readable (permission denied): reading another container's \
-                     working directory and mount table needs CAP_SYS_PTRACE",
+                    "/proc/{}/ns/mnt is not readable (permission denied): the writer's working \
+                     directory and mount namespace need ptrace read access (CAP_SYS_PTRACE, and \
+                     on AppArmor nodes a profile that allows it)",
                     raw.tgid
                 ));
                 false
