@@ -39,10 +39,7 @@ impl Agent {
         if let Some(bin) = std::env::var_os("PODMORTEM_BIN") {
             return Ok(PathBuf::from(bin));
         }
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-        let bin = target.join("debug/podmortem");
+        let bin = crate::target_dir().join("debug/podmortem");
         if bin.is_file() {
             Ok(bin)
         } else {

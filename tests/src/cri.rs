@@ -111,6 +111,16 @@ fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
+/// The labels kubelet puts on a container of `pod`.
+fn container_labels(pod: &Pod, name: &str) -> HashMap<String, String> {
+    labels(&[
+        ("io.kubernetes.pod.name", &pod.spec.name),
+        ("io.kubernetes.pod.namespace", &pod.spec.namespace),
+        ("io.kubernetes.pod.uid", &pod.spec.uid),
+        ("io.kubernetes.container.name", name),
+    ])
+}
+
 impl Cri {
     /// Connects to the CRI socket; container logs go below `log_root`.
     pub async fn connect(socket: &Path, log_root: &Path) -> Result<Cri> {
@@ -220,12 +230,7 @@ impl Cri {
             }),
             command: spec.command.clone(),
             log_path: format!("{}/{}.log", spec.name, spec.attempt),
-            labels: labels(&[
-                ("io.kubernetes.pod.name", &pod.spec.name),
-                ("io.kubernetes.pod.namespace", &pod.spec.namespace),
-                ("io.kubernetes.pod.uid", &pod.spec.uid),
-                ("io.kubernetes.container.name", &spec.name),
-            ]),
+            labels: container_labels(pod, &spec.name),
             mounts: spec
                 .mounts
                 .iter()
@@ -255,17 +260,7 @@ impl Cri {
             }),
             ..Default::default()
         };
-        let resp = self
-            .client
-            .clone()
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod.id.clone(),
-                config: Some(config),
-                sandbox_config: Some(pod.config.clone()),
-            })
-            .await
-            .context(format!("CreateContainer {}", spec.name))?;
-        Ok(resp.into_inner().container_id)
+        self.create_config(pod, config).await
     }
 
     /// Creates and starts a container from a full CRI config (as kubelet builds it), in
@@ -276,12 +271,7 @@ impl Cri {
             .as_ref()
             .map(|m| m.name.clone())
             .unwrap_or_default();
-        config.labels.extend(labels(&[
-            ("io.kubernetes.pod.name", &pod.spec.name),
-            ("io.kubernetes.pod.namespace", &pod.spec.namespace),
-            ("io.kubernetes.pod.uid", &pod.spec.uid),
-            ("io.kubernetes.container.name", &name),
-        ]));
+        config.labels.extend(container_labels(pod, &name));
         if let Some(sc) = config.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
             sc.namespace_options = pod
                 .config
@@ -290,6 +280,18 @@ impl Cri {
                 .and_then(|l| l.security_context.as_ref())
                 .and_then(|s| s.namespace_options.clone());
         }
+        let id = self.create_config(pod, config).await?;
+        self.start(&id).await?;
+        Ok(id)
+    }
+
+    /// CreateContainer with `config` in `pod`.
+    async fn create_config(&self, pod: &Pod, config: cri::ContainerConfig) -> Result<String> {
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
         let resp = self
             .client
             .clone()
@@ -300,9 +302,7 @@ impl Cri {
             })
             .await
             .context(format!("CreateContainer {name}"))?;
-        let id = resp.into_inner().container_id;
-        self.start(&id).await?;
-        Ok(id)
+        Ok(resp.into_inner().container_id)
     }
 
     /// Stops a container, giving it `timeout` seconds after SIGTERM.

@@ -18,13 +18,6 @@ use serde_json::Value;
 
 use crate::{err, Context, Result};
 
-/// The workspace's `target/` directory.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
 /// `deploy/`, rendered.
 #[derive(Debug)]
 pub struct Rendered {
@@ -38,7 +31,7 @@ pub struct Rendered {
 
 /// Renders `deploy/` with the pinned kustomize that `make tools` installs.
 pub fn render() -> Result<Rendered> {
-    let kustomize = target_dir().join("tools/kustomize");
+    let kustomize = crate::target_dir().join("tools/kustomize");
     if !kustomize.is_file() {
         return Err(err(format!(
             "{} is missing: run `make tools` (done by `make test`)",
@@ -95,7 +88,7 @@ pub fn parse_rendered(text: &str) -> Result<Rendered> {
 
 /// The image `make image` saved (an OCI archive of the runtime image).
 pub fn image_archive() -> Result<PathBuf> {
-    let path = target_dir().join("image/podmortem.oci.tar");
+    let path = crate::target_dir().join("image/podmortem.oci.tar");
     if path.is_file() {
         Ok(path)
     } else {

@@ -70,6 +70,13 @@ pub fn preflight() -> Result<()> {
     Ok(())
 }
 
+/// The workspace's `target/` directory (`$CARGO_TARGET_DIR` if set).
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
 /// Finds a program on `PATH`.
 pub fn which(program: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;

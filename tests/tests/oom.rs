@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use podmortem_e2e::agent::{evidence, field, Received};
+use podmortem_e2e::agent::{evidence, field, Agent, Received};
 use podmortem_e2e::cri::{ContainerSpec, Pod, PodSpec};
 use podmortem_e2e::TestBed;
 
@@ -39,6 +39,44 @@ fn print_kill_latency(got: &Received) {
     );
 }
 
+/// The kernel's report of the kill of container `id`'s shell, in finding `f`: the victim,
+/// its RSS at the limit, its memory cgroup; and the summary naming it.
+fn assert_kernel_kill(f: &serde_json::Value, id: &str) {
+    let kmsg = evidence(f, "kmsg").unwrap_or_else(|| panic!("kernel log evidence: {f}"));
+    assert_eq!(kmsg["attributes"]["comm"], "sh");
+    assert!(
+        kmsg["attributes"]["pid"].as_u64().is_some_and(|p| p > 1),
+        "{kmsg}"
+    );
+    assert_eq!(kmsg["attributes"]["memcg_limit_kib"], LIMIT / 1024);
+    let rss = kmsg["attributes"]["rss_bytes"].as_u64().expect("rss");
+    assert!(
+        rss > (LIMIT as u64) / 2 && rss <= LIMIT as u64 + (4 << 20),
+        "rss {rss}"
+    );
+    assert!(field(kmsg, "/attributes/task_memcg").ends_with(id), "{kmsg}");
+    let summary = field(f, "/summary");
+    assert!(
+        summary.contains("the kernel killed pid") && summary.contains("(sh)"),
+        "{summary}"
+    );
+}
+
+/// Runs attempt `attempt` of the memory hog in `pod`; its id and the finding about it.
+async fn oom_kill(bed: &TestBed, agent: &mut Agent, pod: &Pod, attempt: u32) -> (String, Received) {
+    let id = bed
+        .cri
+        .run_container(pod, &limited("app", HOG, attempt))
+        .await
+        .unwrap();
+    let got = agent
+        .wait_for("OOMKilled", WAIT, |f| field(f, "/subject/container_id") == id)
+        .await
+        .unwrap();
+    print_kill_latency(&got);
+    (id, got)
+}
+
 fn findings_about<'a>(seen: &'a [Received], pod: &Pod) -> Vec<&'a Received> {
     seen.iter()
         .filter(|r| field(&r.finding, "/subject/pod_uid") == pod.spec.uid)
@@ -66,16 +104,7 @@ async fn oom_kills_are_one_finding_each_with_the_victim_and_a_crash_loop_counts_
 
     let mut fingerprint = None;
     for attempt in 0..3u32 {
-        let id = bed
-            .cri
-            .run_container(&pod, &limited("app", HOG, attempt))
-            .await
-            .unwrap();
-        let got = agent
-            .wait_for("OOMKilled", WAIT, |f| field(f, "/subject/container_id") == id)
-            .await
-            .unwrap();
-        print_kill_latency(&got);
+        let (id, got) = oom_kill(&bed, &mut agent, &pod, attempt).await;
         let f = &got.finding;
         assert_eq!(field(f, "/kind"), "OOMKilled", "{f}");
         assert_eq!(field(f, "/subject/namespace"), "e2e");
@@ -88,17 +117,7 @@ async fn oom_kills_are_one_finding_each_with_the_victim_and_a_crash_loop_counts_
         }
         fingerprint = Some(f["fingerprint"].clone());
         // One finding merging every source.
-        let kmsg = evidence(f, "kmsg").expect("kernel log evidence");
-        let pid = bed.cri.status(&id).await.map(|_| ()).ok();
-        assert!(pid.is_some());
-        assert_eq!(kmsg["attributes"]["comm"], "sh");
-        assert_eq!(kmsg["attributes"]["memcg_limit_kib"], LIMIT / 1024);
-        let rss = kmsg["attributes"]["rss_bytes"].as_u64().expect("rss");
-        assert!(
-            rss > (LIMIT as u64) / 2 && rss <= LIMIT as u64 + (4 << 20),
-            "rss {rss}"
-        );
-        assert!(field(kmsg, "/attributes/task_memcg").ends_with(&id), "{kmsg}");
+        assert_kernel_kill(f, &id);
         let exit = evidence(f, "containerd_event").expect("containerd evidence");
         assert!(
             exit["message"].as_str().unwrap().starts_with("TaskOOM")
@@ -108,10 +127,6 @@ async fn oom_kills_are_one_finding_each_with_the_victim_and_a_crash_loop_counts_
         assert_eq!(cri["attributes"]["reason"], "OOMKilled");
         assert_eq!(cri["attributes"]["exit_code"], 137);
         let summary = field(f, "/summary");
-        assert!(
-            summary.contains("the kernel killed pid") && summary.contains("(sh)"),
-            "{summary}"
-        );
         assert!(summary.contains("the container's memory limit"), "{summary}");
         // The exit itself is not reported a second time.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -148,36 +163,10 @@ async fn the_syslog_reader_gives_the_same_kill_evidence() {
         .unwrap();
     let pod = bed.cri.run_pod(&PodSpec::new("e2e", "polled")).await.unwrap();
     for attempt in 0..2u32 {
-        let id = bed
-            .cri
-            .run_container(&pod, &limited("app", HOG, attempt))
-            .await
-            .unwrap();
-        let got = agent
-            .wait_for("OOMKilled", WAIT, |f| field(f, "/subject/container_id") == id)
-            .await
-            .unwrap();
-        print_kill_latency(&got);
+        let (id, got) = oom_kill(&bed, &mut agent, &pod, attempt).await;
         let f = &got.finding;
         assert_eq!(field(f, "/kind"), "OOMKilled", "{f}");
-        let kmsg = evidence(f, "kmsg").expect("kernel log evidence, read through syslog(2)");
-        assert_eq!(kmsg["attributes"]["comm"], "sh");
-        assert!(
-            kmsg["attributes"]["pid"].as_u64().is_some_and(|p| p > 1),
-            "{kmsg}"
-        );
-        assert_eq!(kmsg["attributes"]["memcg_limit_kib"], LIMIT / 1024);
-        let rss = kmsg["attributes"]["rss_bytes"].as_u64().expect("rss");
-        assert!(
-            rss > (LIMIT as u64) / 2 && rss <= LIMIT as u64 + (4 << 20),
-            "rss {rss}"
-        );
-        assert!(field(kmsg, "/attributes/task_memcg").ends_with(&id), "{kmsg}");
-        let summary = field(f, "/summary");
-        assert!(
-            summary.contains("the kernel killed pid") && summary.contains("(sh)"),
-            "{summary}"
-        );
+        assert_kernel_kill(f, &id);
     }
     let log = agent.stderr();
     assert!(!log.contains("cannot read the kernel log"), "{log}");

@@ -570,12 +570,10 @@ async fn auto_reads_through_syslog_when_the_device_is_missing() {
     );
 }
 
-/// containerd's `TaskOOM` nudges the `syslog(2)` reader: the kill is read at once, not at the
-/// next poll an hour later. The clock is tokio's paused one, so when it arrived says which.
-#[tokio::test(start_paused = true)]
-async fn a_nudge_reads_the_kernel_log_at_once() {
-    let first = "<6>[    1.000000] old\n";
-    let second = format!("{first}{}", as_syslog(LOG));
+/// Follows `polls` through the `syslog(2)` reader with an hour-long poll interval, on tokio's
+/// paused clock; nudges it a second in, and returns the kill it then read and how long after
+/// the nudge it came (virtual time: "at once" and "at the next poll" are told apart exactly).
+async fn kill_after_a_nudge(polls: Polls) -> (Box<OomKill>, Duration) {
     let dir = host("");
     let nudge = Arc::new(tokio::sync::Notify::new());
     let interval = Duration::from_secs(3600);
@@ -590,8 +588,6 @@ async fn a_nudge_reads_the_kernel_log_at_once() {
     reader.enter(Mode::Syslog);
     let start = source.start;
     let stopper = stop.clone();
-    // What opening read, the poll at once, then the poll the nudge asks for.
-    let polls = Polls::new(first, &[first, &second]);
     let task = tokio::spawn(async move {
         let _ = reader.follow(polls, start, None, interval, &stopper).await;
     });
@@ -605,14 +601,45 @@ async fn a_nudge_reads_the_kernel_log_at_once() {
             None => panic!("the reader stopped without the kill"),
         }
     };
-    assert_eq!(kill.pid, 15888);
-    assert!(
-        nudged.elapsed() < Duration::from_secs(1),
-        "read {:?} after the nudge: at the next poll, not at once",
-        nudged.elapsed()
-    );
+    let after = nudged.elapsed();
     stop.cancel();
     task.await.expect("reader");
+    (kill, after)
+}
+
+/// containerd's `TaskOOM` nudges the `syslog(2)` reader: the kill is read at once, not at the
+/// next poll an hour later.
+#[tokio::test(start_paused = true)]
+async fn a_nudge_reads_the_kernel_log_at_once() {
+    let first = "<6>[    1.000000] old\n";
+    let second = format!("{first}{}", as_syslog(LOG));
+    // What opening read, the poll at once, then the poll the nudge asks for.
+    let (kill, after) = kill_after_a_nudge(Polls::new(first, &[first, &second])).await;
+    assert_eq!(kill.pid, 15888);
+    assert!(
+        after < Duration::from_secs(1),
+        "read {after:?} after the nudge: at the next poll, not at once"
+    );
+}
+
+/// On cgroup v1, containerd hears of an OOM before the kernel has printed all of its report:
+/// the nudged poll finds half of it, and a second poll 100 ms later the rest.
+#[tokio::test(start_paused = true)]
+async fn a_nudge_polls_again_for_a_report_still_being_printed() {
+    let first = "<6>[    1.000000] old\n";
+    let log = as_syslog(LOG);
+    let lines: Vec<&str> = log.lines().collect();
+    let half: String = lines[..lines.len() / 2]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (half, full) = (format!("{first}{half}"), format!("{first}{log}"));
+    let (kill, after) = kill_after_a_nudge(Polls::new(first, &[first, &half, &full])).await;
+    assert_eq!(kill.pid, 15888);
+    assert!(
+        after >= NUDGE_AGAIN && after < Duration::from_secs(1),
+        "read {after:?} after the nudge"
+    );
 }
 
 /// Two CPUs may log a record with a timestamp just below the one before it: each record is
@@ -648,54 +675,4 @@ fn a_syslog_position_without_a_cursor_starts_at_the_beginning() {
     assert_eq!(source.start, Start::Beginning);
     let source = KmsgSource::new(dir.path(), KmsgConfig::default(), same_boot(12, None, false));
     assert_eq!(source.start, Start::After(12));
-}
-
-/// On cgroup v1, containerd hears of an OOM before the kernel has printed all of its report:
-/// the nudged poll finds half of it, and a second poll 100 ms later the rest.
-#[tokio::test(start_paused = true)]
-async fn a_nudge_polls_again_for_a_report_still_being_printed() {
-    let first = "<6>[    1.000000] old\n";
-    let log = as_syslog(LOG);
-    let lines: Vec<&str> = log.lines().collect();
-    let half: String = lines[..lines.len() / 2]
-        .iter()
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let (half, full) = (format!("{first}{half}"), format!("{first}{log}"));
-    let dir = host("");
-    let nudge = Arc::new(tokio::sync::Notify::new());
-    let interval = Duration::from_secs(3600);
-    let config = KmsgConfig {
-        poll_interval: interval,
-        ..KmsgConfig::default()
-    };
-    let source = KmsgSource::new(dir.path(), config, None).with_poll_nudge(Arc::clone(&nudge));
-    let (tx, mut rx) = mpsc::channel(256);
-    let stop = CancellationToken::new();
-    let mut reader = source.reader(tx);
-    reader.enter(Mode::Syslog);
-    let start = source.start;
-    let stopper = stop.clone();
-    let polls = Polls::new(first, &[first, &half, &full]);
-    let task = tokio::spawn(async move {
-        let _ = reader.follow(polls, start, None, interval, &stopper).await;
-    });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let nudged = tokio::time::Instant::now();
-    nudge.notify_one();
-    let kill = loop {
-        match rx.recv().await {
-            Some(SourceEvent::Kmsg(KmsgEvent::OomKill { kill, .. })) => break kill,
-            Some(_) => {}
-            None => panic!("the reader stopped without the kill"),
-        }
-    };
-    assert_eq!(kill.pid, 15888);
-    let after = nudged.elapsed();
-    assert!(
-        after >= NUDGE_AGAIN && after < Duration::from_secs(1),
-        "read {after:?} after the nudge"
-    );
-    stop.cancel();
-    task.await.expect("reader");
 }

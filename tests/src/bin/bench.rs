@@ -147,17 +147,7 @@ async fn bench() -> Result<()> {
 
     // Footprint while watching running containers.
     let pid = agent.pid().ok_or_else(|| err("agent exited"))?;
-    let mut pods = Vec::with_capacity(containers);
-    for n in 0..containers {
-        let p = bed
-            .cri
-            .run_pod(&PodSpec::new("bench", &format!("idle-{n}")))
-            .await?;
-        bed.cri
-            .run_container(&p, &ContainerSpec::shell("app", "sleep 3600"))
-            .await?;
-        pods.push(p);
-    }
+    let pods = idle_pods(&bed, containers).await?;
     sample(
         &format!("watching {containers} running containers (a full listing every 5 s)"),
         pid,
@@ -173,6 +163,22 @@ async fn bench() -> Result<()> {
     otlp_latency(&bed).await?;
     drop(bed);
     in_a_box(containers).await
+}
+
+/// `n` pods with one sleeping container each.
+async fn idle_pods(bed: &TestBed, n: usize) -> Result<Vec<podmortem_e2e::cri::Pod>> {
+    let mut pods = Vec::with_capacity(n);
+    for i in 0..n {
+        let p = bed
+            .cri
+            .run_pod(&PodSpec::new("bench", &format!("idle-{i}")))
+            .await?;
+        bed.cri
+            .run_container(&p, &ContainerSpec::shell("app", "sleep 3600"))
+            .await?;
+        pods.push(p);
+    }
+    Ok(pods)
 }
 
 /// Samples an agent's RSS (and its container's memory cgroup, when it has one) for `window`;
@@ -226,17 +232,7 @@ async fn in_a_box(containers: usize) -> Result<()> {
     let window = Duration::from_secs(u64::try_from(env_usize("BENCH_BOX_WINDOW_S", 60)).unwrap_or(60));
     sample("in its container, idle", pid, window, Some(&agent)).await?;
 
-    let mut pods = Vec::with_capacity(containers);
-    for n in 0..containers {
-        let p = bed
-            .cri
-            .run_pod(&PodSpec::new("bench", &format!("idle-{n}")))
-            .await?;
-        bed.cri
-            .run_container(&p, &ContainerSpec::shell("app", "sleep 3600"))
-            .await?;
-        pods.push(p);
-    }
+    let pods = idle_pods(&bed, containers).await?;
     sample(
         &format!("in its container, {containers} running containers"),
         pid,
