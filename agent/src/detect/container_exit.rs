@@ -127,12 +127,10 @@ impl ContainerExitDetector {
         self
     }
 
-    /// The kernel's kill of a container's main process (`main_pid`), or, with no pid known,
-    /// any kill in its cgroup.
-    fn kill_of(&self, id: &str, main_pid: Option<u32>) -> Option<&KillSeen> {
-        self.kills
-            .get(id)
-            .filter(|k| main_pid.is_none_or(|pid| pid == k.kill.pid))
+    /// The kernel's kill of container `c`'s main process, or, with no main pid known, any
+    /// kill in its cgroup.
+    fn kill_of(&self, c: &ContainerInfo, event: Option<&PendingExit>) -> Option<&KillSeen> {
+        self.kills.get(&c.id).filter(|k| is_main(c, event, k.kill.pid))
     }
 
     /// Reports the exits that waited for the kernel log long enough (all, with `all`).
@@ -197,13 +195,12 @@ impl ContainerExitDetector {
         if pending.is_none() && before_watermark {
             return;
         }
-        let main_pid = pending.as_ref().map(|e| e.pid).or(c.pid).filter(|p| *p != 0);
         // Only when an OOM kill is known from containerd or CRI: a plain SIGKILL is not held.
         let oom_known = c.reason == "OOMKilled" || self.ooms.contains_key(&c.id);
         if code == 137
             && oom_known
             && !self.kernel_log_wait.is_zero()
-            && self.kill_of(&c.id, main_pid).is_none()
+            && self.kill_of(c, pending.as_ref()).is_none()
             && self.awaiting_kill.len() < MAX_PENDING
         {
             self.awaiting_kill.insert(
@@ -237,10 +234,7 @@ impl ContainerExitDetector {
             return None;
         }
         let oom_at = self.ooms.get(&c.id).copied();
-        // The kernel's kill of this container's main process: the pid that exited, or the
-        // container's pid; with neither known, any kill in its cgroup.
-        let main_pid = event.map(|e| e.pid).or(c.pid).filter(|p| *p != 0);
-        let kill = self.kill_of(&c.id, main_pid);
+        let kill = self.kill_of(c, event);
         // An OOM kill is a SIGKILL: exit code 137. CRI's reason alone also marks containers
         // whose child was killed and which exited later for another reason.
         let oom_killed = code == 137 && (c.reason == "OOMKilled" || oom_at.is_some() || kill.is_some());
@@ -333,6 +327,16 @@ impl ContainerExitDetector {
         f.evidence = evidence;
         Some(f)
     }
+}
+
+/// Whether the kernel's victim `pid` is container `c`'s main process: the pid that exited, or
+/// the container's pid; with neither known, any victim in its cgroup counts.
+fn is_main(c: &ContainerInfo, event: Option<&PendingExit>, pid: u32) -> bool {
+    event
+        .map(|e| e.pid)
+        .or(c.pid)
+        .filter(|p| *p != 0)
+        .is_none_or(|main| main == pid)
 }
 
 fn cri_evidence(c: &ContainerInfo, code: i32) -> Evidence {
@@ -479,10 +483,10 @@ impl Detector for ContainerExitDetector {
                     self.kills.insert(id.to_owned(), seen);
                 }
                 // An exit by SIGKILL that waited for this report.
-                let waited = self.awaiting_kill.get(id).is_some_and(|a| {
-                    let main_pid = a.event.as_ref().map(|e| e.pid).or(a.container.pid);
-                    main_pid.filter(|p| *p != 0).is_none_or(|pid| pid == kill.pid)
-                });
+                let waited = self
+                    .awaiting_kill
+                    .get(id)
+                    .is_some_and(|a| is_main(&a.container, a.event.as_ref(), kill.pid));
                 if let Some(a) = waited.then(|| self.awaiting_kill.remove(id)).flatten() {
                     out.extend(self.finding(&a.container, a.code, a.event.as_ref(), true, cx));
                 }

@@ -225,9 +225,9 @@ fn enrich(raw: &RawEvent, at: SystemTime, container_id: Option<String>, host_roo
     let call = syscalls::by_nr(raw.nr);
     let proc_dir = host_root.join("proc").join(raw.tgid.to_string());
     // The pid may have been reused since the call: its files count only while it is still in
-    // the mount namespace the kernel reported.
-    // Reading another process's namespace, working directory and descriptors needs ptrace
-    // access (CAP_SYS_PTRACE in a container): said as such, not taken for an exit.
+    // the mount namespace the kernel reported. Reading another process's namespace, working
+    // directory and descriptors needs ptrace access: a refusal is said as such, not taken for
+    // an exit.
     let mut denied = None;
     let same_process = raw.mnt_ns == 0
         || match std::fs::read_link(proc_dir.join("ns/mnt")) {
@@ -263,23 +263,23 @@ fn enrich(raw: &RawEvent, at: SystemTime, container_id: Option<String>, host_roo
     } else {
         None
     };
-    let mount = match &resolved_path {
-        None if raw.path_unreadable => {
+    let mount = match (&resolved_path, denied) {
+        (None, _) if raw.path_unreadable => {
             MountLookup::Unknown("the path could not be read from the process".into())
         }
-        _ if denied.is_some() => MountLookup::Unknown(denied.clone().unwrap_or_default()),
-        None if !same_process => MountLookup::Unknown(format!(
+        (_, Some(why)) => MountLookup::Unknown(why),
+        (None, None) if !same_process => MountLookup::Unknown(format!(
             "pid {} exited before the relative path {path:?} could be resolved",
             raw.tgid
         )),
-        None => MountLookup::Unknown(format!(
+        (None, None) => MountLookup::Unknown(format!(
             "the relative path {path:?} could not be resolved: /proc/{}/{start} is unreadable",
             raw.tgid
         )),
-        Some(_) if !same_process => {
+        (Some(_), None) if !same_process => {
             MountLookup::Unknown(format!("pid {} exited before its mount table was read", raw.tgid))
         }
-        Some(p) => match MountTable::read(&proc_dir.join("mountinfo")) {
+        (Some(p), None) => match MountTable::read(&proc_dir.join("mountinfo")) {
             Ok(table) => match table.covering(p) {
                 Some(m) => MountLookup::Found(Box::new(m.clone())),
                 None => MountLookup::Unknown(format!("no mount of pid {} covers {p}", raw.tgid)),

@@ -198,8 +198,9 @@ const READS_PER_WAKEUP: usize = 256;
 enum Start {
     /// At the end of the buffer: only new records.
     End,
-    /// At the beginning, skipping records up to and including this sequence number.
-    After(u64),
+    /// At the beginning, skipping records up to and including this sequence number; with the
+    /// same position by timestamp, when it was recorded (the `syslog(2)` reader goes by it).
+    After(u64, Option<UsecCursor>),
     /// At the beginning, skipping records up to and including this cursor (a position the
     /// `syslog(2)` reader wrote, or one without a kernel sequence number).
     AfterUsec(UsecCursor),
@@ -229,8 +230,6 @@ pub struct KmsgSource {
     boot_id: String,
     config: KmsgConfig,
     start: Start,
-    /// The cursor of the position resumed from (the `syslog(2)` reader resumes by it).
-    resume_usec: Option<UsecCursor>,
     stats: Arc<KmsgStats>,
     fs_nudge: Option<Arc<tokio::sync::Notify>>,
     poll_nudge: Arc<tokio::sync::Notify>,
@@ -244,16 +243,14 @@ impl KmsgSource {
             tracing::warn!(%error, "cannot read the boot id; kernel log position will not be resumed");
             String::new()
         });
-        let mut resume_usec = None;
         let start = match resume {
             Some(p) if !boot_id.is_empty() && p.boot_id == boot_id => {
-                resume_usec = p.usec;
                 match p.usec {
                     Some(usec) if p.syslog => Start::AfterUsec(usec),
                     // The syslog(2) reader's own count, before it had read a timestamp: nothing
                     // before that position was handled.
                     None if p.syslog => Start::Beginning,
-                    _ => Start::After(p.seq),
+                    usec => Start::After(p.seq, usec),
                 }
             }
             Some(_) => Start::Beginning,
@@ -264,7 +261,6 @@ impl KmsgSource {
             boot_id,
             config,
             start,
-            resume_usec,
             stats: Arc::default(),
             fs_nudge: None,
             poll_nudge: Arc::default(),
@@ -344,7 +340,7 @@ impl KmsgSource {
             splitter: Splitter::new(MAX_RECORD),
             asm: Assembler::default(),
             skip: match self.start {
-                Start::After(seq) => Some(Skip::Seq(seq)),
+                Start::After(seq, _) => Some(Skip::Seq(seq)),
                 Start::AfterUsec(cursor) => Some(Skip::Usec(cursor)),
                 Start::End | Start::Beginning => None,
             },
@@ -411,9 +407,8 @@ impl KmsgSource {
             }
         }
         reader.enter(Mode::Syslog);
-        let resume = self.resume_usec;
         reader
-            .follow(klog, start, resume, self.config.poll_interval, stop)
+            .follow(klog, start, self.config.poll_interval, stop)
             .await
             .map_err(|error| match error {
                 FollowError::Klog(source) => KmsgError::Syslog {
@@ -446,7 +441,7 @@ fn open(path: &Path, start: Start) -> std::io::Result<File> {
         .open(path)?;
     match start {
         Start::End => file.seek(SeekFrom::End(0))?,
-        Start::After(_) | Start::AfterUsec(_) | Start::Beginning => file.seek(SeekFrom::Start(0))?,
+        Start::After(..) | Start::AfterUsec(_) | Start::Beginning => file.seek(SeekFrom::Start(0))?,
     };
     Ok(file)
 }
@@ -538,7 +533,7 @@ impl Reader {
         match (self.mode, self.last_seq, self.cursor) {
             (Some(Mode::Device), Some(seq), _) => {
                 self.skip = Some(Skip::Seq(seq));
-                Some(Start::After(seq))
+                Some(Start::After(seq, self.cursor))
             }
             (_, _, Some(cursor)) => {
                 self.skip = Some(Skip::Usec(cursor));
@@ -606,18 +601,16 @@ impl Reader {
     }
 
     /// Follows the log through `syslog(2)`, polling every `poll`, until a read fails or `stop`.
-    /// `resume` is the cursor of the position resumed from, if it had one.
     async fn follow(
         &mut self,
         mut klog: impl syslog::ReadAll,
         start: Start,
-        resume: Option<UsecCursor>,
         poll: Duration,
         stop: &CancellationToken,
     ) -> Result<Closed, FollowError> {
         let at_end = match start {
             Start::End => self.cursor.is_none(),
-            Start::After(_) if self.cursor.is_none() => {
+            Start::After(_, resume) if self.cursor.is_none() => {
                 self.cursor = resume;
                 if resume.is_none() {
                     tracing::info!(
@@ -630,7 +623,7 @@ impl Reader {
                 self.cursor = self.cursor.or(Some(cursor));
                 false
             }
-            Start::After(_) | Start::Beginning => false,
+            Start::After(..) | Start::Beginning => false,
         };
         if at_end {
             // `Klog::open` read the buffer once: what is there was logged before.
@@ -654,25 +647,19 @@ impl Reader {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return Ok(Closed::Stopped),
-                _ = checkpoints.tick() => self.checkpoint().await,
-                _ = polls.tick() => {
-                    if !self.poll(&mut klog, stop).await? {
-                        return Ok(Closed::Stopped);
-                    }
+                _ = checkpoints.tick() => {
+                    self.checkpoint().await;
+                    continue;
                 }
+                _ = polls.tick() => {}
                 () = nudge.notified() => {
                     polls.reset();
                     again = Some(tokio::time::Instant::now() + NUDGE_AGAIN);
-                    if !self.poll(&mut klog, stop).await? {
-                        return Ok(Closed::Stopped);
-                    }
                 }
-                () = sleep_until_some(again) => {
-                    again = None;
-                    if !self.poll(&mut klog, stop).await? {
-                        return Ok(Closed::Stopped);
-                    }
-                }
+                () = sleep_until_some(again) => again = None,
+            }
+            if !self.poll(&mut klog, stop).await? {
+                return Ok(Closed::Stopped);
             }
         }
     }

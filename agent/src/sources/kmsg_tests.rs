@@ -256,11 +256,11 @@ async fn follow(
     let stop = CancellationToken::new();
     let mut reader = source.reader(tx);
     reader.enter(Mode::Syslog);
-    let (start, resume_usec) = (source.start, source.resume_usec);
+    let start = source.start;
     let stopper = stop.clone();
     let task = tokio::spawn(async move {
         let result = reader
-            .follow(polls, start, resume_usec, Duration::from_millis(10), &stopper)
+            .follow(polls, start, Duration::from_millis(10), &stopper)
             .await;
         reader.checkpoint().await;
         result.map(|_| ()).map_err(|e| match e {
@@ -589,7 +589,7 @@ async fn kill_after_a_nudge(polls: Polls) -> (Box<OomKill>, Duration) {
     let start = source.start;
     let stopper = stop.clone();
     let task = tokio::spawn(async move {
-        let _ = reader.follow(polls, start, None, interval, &stopper).await;
+        let _ = reader.follow(polls, start, interval, &stopper).await;
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
     let nudged = tokio::time::Instant::now();
@@ -674,5 +674,5 @@ fn a_syslog_position_without_a_cursor_starts_at_the_beginning() {
     let source = KmsgSource::new(dir.path(), KmsgConfig::default(), same_boot(12, None, true));
     assert_eq!(source.start, Start::Beginning);
     let source = KmsgSource::new(dir.path(), KmsgConfig::default(), same_boot(12, None, false));
-    assert_eq!(source.start, Start::After(12));
+    assert_eq!(source.start, Start::After(12, None));
 }
