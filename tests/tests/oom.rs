@@ -126,6 +126,9 @@ async fn oom_kills_are_one_finding_each_with_the_victim_and_a_crash_loop_counts_
         let cri = evidence(f, "cri").expect("cri evidence");
         assert_eq!(cri["attributes"]["reason"], "OOMKilled");
         assert_eq!(cri["attributes"]["exit_code"], 137);
+        // The container lived about 100 ms: its cgroup was read when it started.
+        let cgroup = evidence(f, "cgroup").unwrap_or_else(|| panic!("memory cgroup evidence: {f}"));
+        assert!(field(cgroup, "/attributes/cgroup").ends_with(&id), "{cgroup}");
         let summary = field(f, "/summary");
         assert!(summary.contains("the container's memory limit"), "{summary}");
         // The exit itself is not reported a second time.

@@ -1,6 +1,10 @@
 //! The memory sampler: periodically, and at once when an OOM is announced, reads the memory
 //! cgroup of every running container and the node's memory and memory pressure.
 //!
+//! A container that starts gets its first reading at once, not at the next round: one that is
+//! OOM-killed within a second of starting still has its cgroup's reading in the finding, even
+//! when containerd removes the cgroup before the round that `TaskOOM` asks for.
+//!
 //! Which containers run, with their pid and CRI cgroup path, comes from the engine's inventory
 //! through a watch channel. A container's memory cgroup is taken from `/proc/<pid>/cgroup`
 //! when its pid is known, else from the cgroup path CRI reported (cgroupfs and systemd
@@ -64,9 +68,10 @@ pub struct ContainerMemory {
 pub struct MemorySnapshot {
     /// When the round started.
     pub at: SystemTime,
-    /// Containers whose cgroup could be read.
+    /// Containers whose cgroup could be read: every running one, or in the round that gives
+    /// newly started containers their first reading, only those.
     pub containers: Vec<ContainerMemory>,
-    /// The node's memory, unless it could not be read.
+    /// The node's memory, unless it could not be read or the round read only new containers.
     pub node: Option<NodeMemory>,
 }
 
@@ -128,19 +133,30 @@ impl MemorySampler {
             host_root: self.host_root,
             cgroups,
             resolved: HashMap::new(),
+            first_read: HashSet::new(),
             counters: self.counters,
         };
+        let mut targets = self.targets;
+        let mut watching = true;
         let mut tick = tokio::time::interval(self.config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let round = tokio::select! {
                 () = stop.cancelled() => return,
-                _ = tick.tick() => {}
-                () = self.nudge.notified() => {}
+                _ = tick.tick() => Round::All,
+                () = self.nudge.notified() => Round::All,
+                changed = targets.changed(), if watching => {
+                    // The engine is gone when its sender is: the periodic rounds go on alone.
+                    watching = changed.is_ok();
+                    Round::Started
+                }
+            };
+            let current = Arc::clone(&targets.borrow_and_update());
+            if round == Round::Started && !state.any_new(&current) {
+                continue;
             }
-            let targets = Arc::clone(&self.targets.borrow());
             let (next, snapshot) = match tokio::task::spawn_blocking(move || {
-                let snapshot = state.sample(&targets);
+                let snapshot = state.sample(&current, round);
                 (state, snapshot)
             })
             .await
@@ -159,24 +175,45 @@ impl MemorySampler {
     }
 }
 
+/// Which containers a round reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Every running container, and the node.
+    All,
+    /// Only the containers that have not had a reading yet.
+    Started,
+}
+
 /// What the sampler keeps between rounds.
 struct Sampling {
     host_root: PathBuf,
     cgroups: Option<CgroupFs>,
     /// Each container's memory cgroup, once found.
     resolved: HashMap<String, String>,
+    /// The running containers that have had a first reading (or an attempt at one).
+    first_read: HashSet<String>,
     counters: Arc<MemoryStatsCounters>,
 }
 
 impl Sampling {
-    fn sample(&mut self, targets: &[MemoryTarget]) -> MemorySnapshot {
+    /// Whether a container in `targets` has not had its first reading.
+    fn any_new(&self, targets: &[MemoryTarget]) -> bool {
+        targets.iter().any(|t| !self.first_read.contains(&t.container_id))
+    }
+
+    fn sample(&mut self, targets: &[MemoryTarget], round: Round) -> MemorySnapshot {
         let at = SystemTime::now();
         self.counters.rounds.fetch_add(1, Ordering::Relaxed);
         let running: HashSet<&str> = targets.iter().map(|t| t.container_id.as_str()).collect();
         self.resolved.retain(|id, _| running.contains(id.as_str()));
+        self.first_read.retain(|id| running.contains(id.as_str()));
         let mut containers = Vec::with_capacity(targets.len());
         if let Some(fs) = &self.cgroups {
             for target in targets {
+                let first = self.first_read.insert(target.container_id.clone());
+                if round == Round::Started && !first {
+                    continue;
+                }
                 match read_container(fs, &mut self.resolved, target) {
                     Some(read) => containers.push(read),
                     None => {
@@ -185,9 +222,13 @@ impl Sampling {
                 }
             }
         }
-        let node = read_node_memory(&self.host_root)
-            .map_err(|error| tracing::debug!(%error, "cannot read node memory"))
-            .ok();
+        let node = (round == Round::All)
+            .then(|| {
+                read_node_memory(&self.host_root)
+                    .map_err(|error| tracing::debug!(%error, "cannot read node memory"))
+                    .ok()
+            })
+            .flatten();
         MemorySnapshot { at, containers, node }
     }
 }
@@ -244,6 +285,7 @@ mod tests {
                 host_root: root.clone(),
                 cgroups: Some(fs),
                 resolved: HashMap::new(),
+                first_read: HashSet::new(),
                 counters: Arc::default(),
             };
             let listed = std::fs::read_to_string(root.join("cri-cgroups-path")).expect("cri-cgroups-path");
@@ -260,11 +302,81 @@ mod tests {
                     cgroups_path: Some("/kubepods/gone".into()),
                 },
             ];
-            let snapshot = state.sample(&targets);
+            let snapshot = state.sample(&targets, Round::All);
             assert_eq!(snapshot.containers.len(), 1, "{version}");
             assert_eq!(snapshot.containers[0].container_id, id);
             assert!(snapshot.containers[0].stats.usage_bytes > 0);
             assert_eq!(state.counters.unreadable.load(Ordering::Relaxed), 1);
         }
+    }
+
+    fn fixture_target() -> (PathBuf, MemoryTarget) {
+        let root = fixture("v1");
+        let listed = std::fs::read_to_string(root.join("cri-cgroups-path")).expect("cri-cgroups-path");
+        let (id, path) = listed.trim().split_once(' ').expect("id and path");
+        let target = MemoryTarget {
+            container_id: id.to_owned(),
+            pid: None,
+            cgroups_path: Some(path.to_owned()),
+        };
+        (root, target)
+    }
+
+    #[test]
+    fn a_started_round_reads_only_containers_without_a_first_reading() {
+        let (root, target) = fixture_target();
+        let mut state = Sampling {
+            // The node's readings come from the procfs fixture, beside the cgroup one.
+            host_root: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+            cgroups: Some(CgroupFs::detect(&root).expect("fixture hierarchy")),
+            resolved: HashMap::new(),
+            first_read: HashSet::new(),
+            counters: Arc::default(),
+        };
+        let targets = [target.clone()];
+        assert!(state.any_new(&targets));
+        let first = state.sample(&targets, Round::Started);
+        assert_eq!(first.containers.len(), 1);
+        assert_eq!(first.node, None, "a started round does not read the node");
+        assert!(!state.any_new(&targets));
+        assert!(state.sample(&targets, Round::Started).containers.is_empty());
+        let all = state.sample(&targets, Round::All);
+        assert_eq!(all.containers.len(), 1);
+        assert!(all.node.is_some());
+        // A container that stops and comes back (same id) gets a first reading again.
+        state.sample(&[], Round::All);
+        assert!(state.any_new(&targets));
+    }
+
+    #[tokio::test]
+    async fn a_container_that_starts_is_read_before_the_next_round() {
+        let (root, target) = fixture_target();
+        let (targets_tx, targets_rx) = watch::channel(Arc::from(Vec::new()));
+        let config = MemoryConfig {
+            interval: Duration::from_secs(3600),
+        };
+        let sampler = MemorySampler::new(&root, config, targets_rx, Arc::new(Notify::new()));
+        let (tx, mut rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(sampler.run(tx, stop.clone()));
+        let wait = Duration::from_secs(10);
+        let SourceEvent::Memory(first) = tokio::time::timeout(wait, rx.recv()).await.unwrap().unwrap() else {
+            panic!("not a memory snapshot");
+        };
+        assert!(first.containers.is_empty());
+        targets_tx.send_replace(Arc::from(vec![target.clone()]));
+        let SourceEvent::Memory(started) = tokio::time::timeout(wait, rx.recv()).await.unwrap().unwrap()
+        else {
+            panic!("not a memory snapshot");
+        };
+        assert_eq!(started.containers.len(), 1);
+        assert_eq!(started.containers[0].container_id, target.container_id);
+        // The engine going away leaves only the periodic rounds.
+        drop(targets_tx);
+        assert!(tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err());
+        stop.cancel();
+        task.await.unwrap();
     }
 }
