@@ -196,9 +196,9 @@ struct Sampling {
 }
 
 impl Sampling {
-    /// Whether a container in `targets` has not had its first reading.
+    /// Whether a container in `targets` has not had its first reading (never, without cgroups).
     fn any_new(&self, targets: &[MemoryTarget]) -> bool {
-        targets.iter().any(|t| !self.first_read.contains(&t.container_id))
+        self.cgroups.is_some() && targets.iter().any(|t| !self.first_read.contains(&t.container_id))
     }
 
     fn sample(&mut self, targets: &[MemoryTarget], round: Round) -> MemorySnapshot {
@@ -346,6 +346,9 @@ mod tests {
         // A container that stops and comes back (same id) gets a first reading again.
         state.sample(&[], Round::All);
         assert!(state.any_new(&targets));
+        // Without a cgroup hierarchy there is nothing to read when a container starts.
+        state.cgroups = None;
+        assert!(!state.any_new(&targets));
     }
 
     #[tokio::test]
