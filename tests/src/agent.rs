@@ -276,6 +276,15 @@ pub fn evidence<'a>(finding: &'a Value, source: &str) -> Option<&'a Value> {
         .find(|e| e.get("source").and_then(Value::as_str) == Some(source))
 }
 
+/// A read-only write finding's mount evidence: the one naming the cause.
+pub fn mount_evidence(finding: &Value) -> Option<&Value> {
+    finding
+        .get("evidence")?
+        .as_array()?
+        .iter()
+        .find(|e| e["attributes"]["cause"].is_string())
+}
+
 /// Milliseconds from `exited_at` (RFC 3339, from the finding) to when the finding arrived.
 pub fn latency_ms(received: &Received) -> Option<f64> {
     let finished = received

@@ -52,6 +52,11 @@ impl PodSpec {
     }
 }
 
+/// Doubles a shell variable until the memory limit stops it.
+pub const HOG: &str = "x=a; while :; do x=$x$x; done";
+/// The memory limit the hogs run under: reached in about 100 ms.
+pub const HOG_LIMIT: i64 = 32 << 20;
+
 /// What a test wants of a container.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerSpec {
@@ -72,6 +77,19 @@ pub struct ContainerSpec {
 }
 
 impl ContainerSpec {
+    /// A container named `name` running `sh -c script` under the hogs' memory limit.
+    pub fn limited(name: &str, script: &str) -> ContainerSpec {
+        ContainerSpec {
+            memory_limit: Some(HOG_LIMIT),
+            ..ContainerSpec::shell(name, script)
+        }
+    }
+
+    /// A container named `name` that its memory limit kills: [`HOG`] under [`HOG_LIMIT`].
+    pub fn memory_hog(name: &str) -> ContainerSpec {
+        ContainerSpec::limited(name, HOG)
+    }
+
     /// A container named `name` running `sh -c script`.
     pub fn shell(name: &str, script: &str) -> ContainerSpec {
         ContainerSpec {
@@ -90,6 +108,13 @@ pub struct Pod {
     /// What it was created from.
     pub spec: PodSpec,
     config: cri::PodSandboxConfig,
+}
+
+impl Pod {
+    /// The directory of the pod's container logs.
+    pub fn log_dir(&self) -> &Path {
+        Path::new(&self.config.log_directory)
+    }
 }
 
 fn rand_u64() -> u64 {
@@ -230,7 +255,6 @@ impl Cri {
             }),
             command: spec.command.clone(),
             log_path: format!("{}/{}.log", spec.name, spec.attempt),
-            labels: container_labels(pod, &spec.name),
             mounts: spec
                 .mounts
                 .iter()
@@ -247,12 +271,6 @@ impl Cri {
                     ..Default::default()
                 }),
                 security_context: Some(cri::LinuxContainerSecurityContext {
-                    namespace_options: pod
-                        .config
-                        .linux
-                        .as_ref()
-                        .and_then(|l| l.security_context.as_ref())
-                        .and_then(|s| s.namespace_options.clone()),
                     readonly_rootfs: spec.readonly_rootfs,
                     privileged: spec.privileged,
                     ..Default::default()
@@ -265,33 +283,31 @@ impl Cri {
 
     /// Creates and starts a container from a full CRI config (as kubelet builds it), in
     /// `pod`'s namespaces; returns its id.
-    pub async fn run_container_config(&self, pod: &Pod, mut config: cri::ContainerConfig) -> Result<String> {
+    pub async fn run_container_config(&self, pod: &Pod, config: cri::ContainerConfig) -> Result<String> {
+        let id = self.create_config(pod, config).await?;
+        self.start(&id).await?;
+        Ok(id)
+    }
+
+    /// CreateContainer with `config` in `pod`: with kubelet's labels, in the pod's namespaces.
+    async fn create_config(&self, pod: &Pod, mut config: cri::ContainerConfig) -> Result<String> {
         let name = config
             .metadata
             .as_ref()
             .map(|m| m.name.clone())
             .unwrap_or_default();
         config.labels.extend(container_labels(pod, &name));
-        if let Some(sc) = config.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
-            sc.namespace_options = pod
-                .config
-                .linux
-                .as_ref()
-                .and_then(|l| l.security_context.as_ref())
-                .and_then(|s| s.namespace_options.clone());
-        }
-        let id = self.create_config(pod, config).await?;
-        self.start(&id).await?;
-        Ok(id)
-    }
-
-    /// CreateContainer with `config` in `pod`.
-    async fn create_config(&self, pod: &Pod, config: cri::ContainerConfig) -> Result<String> {
-        let name = config
-            .metadata
+        config
+            .linux
+            .get_or_insert_default()
+            .security_context
+            .get_or_insert_default()
+            .namespace_options = pod
+            .config
+            .linux
             .as_ref()
-            .map(|m| m.name.clone())
-            .unwrap_or_default();
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone());
         let resp = self
             .client
             .clone()
@@ -316,14 +332,6 @@ impl Cri {
             .await
             .context(format!("StopContainer {id}"))?;
         Ok(())
-    }
-
-    /// The directory of a pod's container logs.
-    pub fn log_dir(&self, pod: &Pod) -> PathBuf {
-        self.log_root.join(format!(
-            "{}_{}_{}",
-            pod.spec.namespace, pod.spec.name, pod.spec.uid
-        ))
     }
 
     async fn status_response(&self, id: &str) -> Result<cri::ContainerStatusResponse> {

@@ -25,8 +25,6 @@ pub struct Rendered {
     pub daemonset: DaemonSet,
     /// The ConfigMaps (generated names, with their hash suffix).
     pub config_maps: Vec<ConfigMap>,
-    /// Every object, as JSON.
-    pub objects: Vec<Value>,
 }
 
 /// Renders `deploy/` with the pinned kustomize that `make tools` installs.
@@ -56,7 +54,7 @@ pub fn render() -> Result<Rendered> {
 }
 
 /// Splits a multi-document YAML stream into objects, and picks the DaemonSet and ConfigMaps.
-pub fn parse_rendered(text: &str) -> Result<Rendered> {
+fn parse_rendered(text: &str) -> Result<Rendered> {
     let mut objects = Vec::new();
     for doc in serde_yaml_ng::Deserializer::from_str(text) {
         let value: Value = serde::Deserialize::deserialize(doc).context("rendered YAML")?;
@@ -75,14 +73,12 @@ pub fn parse_rendered(text: &str) -> Result<Rendered> {
         return Err(err("deploy/ renders more than one DaemonSet"));
     }
     let daemonset: DaemonSet = serde_json::from_value(daemonset.clone()).context("the DaemonSet")?;
-    drop(daemonsets);
     let config_maps = of_kind(&objects, "ConfigMap")
         .map(|o| serde_json::from_value(o.clone()).context("a ConfigMap"))
         .collect::<Result<Vec<ConfigMap>>>()?;
     Ok(Rendered {
         daemonset,
         config_maps,
-        objects,
     })
 }
 
@@ -146,7 +142,8 @@ pub struct HttpProbe {
 /// The pod template as CRI calls.
 #[derive(Debug)]
 pub struct Translated {
-    /// The container's config, without the pod's namespace options (the CRI client adds them).
+    /// The container's config, without kubelet's labels and the pod's namespace options (the CRI
+    /// client adds them).
     pub container: cri::ContainerConfig,
     /// `livenessProbe`.
     pub liveness: Option<HttpProbe>,
@@ -470,7 +467,7 @@ fn security_context(container: &Container) -> Result<cri::LinuxContainerSecurity
 }
 
 /// A Kubernetes quantity in base units (bytes, or millicores with `milli`).
-pub fn quantity(q: &Quantity, milli: bool) -> Result<i64> {
+fn quantity(q: &Quantity, milli: bool) -> Result<i64> {
     let s = q.0.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -578,13 +575,7 @@ pub async fn start_in_box(bed: &crate::TestBed, rendered: &Rendered, layout: &No
         .cri
         .run_container_config(&pod, translated.container.clone())
         .await?;
-    let name = translated
-        .container
-        .metadata
-        .as_ref()
-        .map(|m| m.name.clone())
-        .unwrap_or_default();
-    let log = bed.cri.log_dir(&pod).join(format!("{name}/0.log"));
+    let log = pod.log_dir().join(&translated.container.log_path);
     Ok(InBox {
         pod,
         container_id,
@@ -610,25 +601,82 @@ impl InBox {
                 return Err(err(format!(
                     "{} never answered 200 within {timeout:?}; the agent's log:\n{}",
                     probe.path,
-                    stderr_text(&read_log(&self.log))
+                    self.stderr()
                 )));
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
 
+    /// The findings the agent printed so far (its stdout, a JSON object a line).
+    pub fn findings(&self) -> Vec<Value> {
+        findings(&read_log(&self.log))
+    }
+
+    /// The agent's own log so far (its stderr).
+    pub fn stderr(&self) -> String {
+        stderr_text(&read_log(&self.log))
+    }
+
+    /// Waits until the agent has printed a finding for which `pred` holds, and returns it.
+    pub async fn wait_for_finding(
+        &self,
+        what: &str,
+        timeout: std::time::Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        self.wait(what, timeout, |lines| {
+            findings(lines).into_iter().find(|f| pred(f))
+        })
+        .await
+    }
+
+    /// Waits until the agent's own log satisfies `pred`, and returns it.
+    pub async fn wait_for_stderr(
+        &self,
+        what: &str,
+        timeout: std::time::Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
+        self.wait(what, timeout, |lines| {
+            Some(stderr_text(lines)).filter(|t| pred(t))
+        })
+        .await
+    }
+
+    /// Reads the container log every 100 ms until `look` finds something in it.
+    async fn wait<T>(
+        &self,
+        what: &str,
+        timeout: std::time::Duration,
+        look: impl Fn(&[LogLine]) -> Option<T>,
+    ) -> Result<T> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let lines = read_log(&self.log);
+            if let Some(found) = look(&lines) {
+                return Ok(found);
+            }
+            if tokio::time::Instant::now() > deadline {
+                let log: Vec<String> = lines.iter().map(|l| format!("{} {}", l.stream, l.text)).collect();
+                return Err(err(format!(
+                    "no {what} in the agent's container log within {timeout:?}; it has:\n{}",
+                    log.join("\n")
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// The agent's memory cgroup (v1, else v2): (usage, peak usage) in bytes.
     pub fn cgroup_memory(&self) -> Result<(u64, u64)> {
         let parent = self.pod.spec.cgroup_parent.clone().unwrap_or_default();
-        let v1 = Path::new("/sys/fs/cgroup/memory")
-            .join(parent.trim_start_matches('/'))
-            .join(&self.container_id);
+        let cgroup = Path::new(parent.trim_start_matches('/')).join(&self.container_id);
+        let v1 = Path::new("/sys/fs/cgroup/memory").join(&cgroup);
         let (dir, usage, peak) = if v1.is_dir() {
             (v1, "memory.usage_in_bytes", "memory.max_usage_in_bytes")
         } else {
-            let v2 = Path::new("/sys/fs/cgroup")
-                .join(parent.trim_start_matches('/'))
-                .join(&self.container_id);
+            let v2 = Path::new("/sys/fs/cgroup").join(&cgroup);
             (v2, "memory.current", "memory.peak")
         };
         let read = |file: &str| -> Result<u64> {
@@ -648,8 +696,17 @@ pub async fn get(probe: &HttpProbe) -> Result<(u16, String)> {
     crate::http::get(address, &probe.path).await
 }
 
+/// The stdout lines of a container log that are JSON: the agent's findings.
+fn findings(lines: &[LogLine]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|l| l.stream == "stdout")
+        .filter_map(|l| serde_json::from_str(&l.text).ok())
+        .collect()
+}
+
 /// The stderr lines of a container log, joined.
-pub fn stderr_text(lines: &[LogLine]) -> String {
+fn stderr_text(lines: &[LogLine]) -> String {
     lines
         .iter()
         .filter(|l| l.stream == "stderr")
@@ -660,15 +717,15 @@ pub fn stderr_text(lines: &[LogLine]) -> String {
 
 /// One line of a CRI container log: the stream and the text (partial lines joined).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
+struct LogLine {
     /// `stdout` or `stderr`.
-    pub stream: String,
+    stream: String,
     /// The line's text.
-    pub text: String,
+    text: String,
 }
 
 /// Reads a CRI container log file (`<time> <stream> <P|F> <text>`), joining partial lines.
-pub fn read_log(path: &Path) -> Vec<LogLine> {
+fn read_log(path: &Path) -> Vec<LogLine> {
     let Ok(bytes) = std::fs::read(path) else {
         return Vec::new();
     };

@@ -11,15 +11,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use podmortem_e2e::agent::{evidence, field};
-use podmortem_e2e::cri::{ContainerSpec, PodSpec};
-use podmortem_e2e::daemonset::{self, read_log, stderr_text, LogLine, NodeLayout};
+use podmortem_e2e::agent::{evidence, field, mount_evidence};
+use podmortem_e2e::cri::{ContainerSpec, PodSpec, HOG_LIMIT as LIMIT};
+use podmortem_e2e::daemonset::{self, NodeLayout};
 use podmortem_e2e::otlp_receiver::OtlpReceiver;
 use podmortem_e2e::TestBed;
-use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
-const LIMIT: i64 = 32 << 20;
 const NODE: &str = "box-node";
 
 // Capability numbers (linux/capability.h).
@@ -53,35 +51,6 @@ fn status_field(pid: i32, key: &str) -> String {
         .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
 }
 
-fn findings(lines: &[LogLine]) -> Vec<Value> {
-    lines
-        .iter()
-        .filter(|l| l.stream == "stdout")
-        .filter_map(|l| serde_json::from_str(&l.text).ok())
-        .collect()
-}
-
-/// Waits until the agent's container log has a line for which `pred` holds.
-async fn wait_log(log: &Path, what: &str, pred: impl Fn(&[LogLine]) -> bool) -> Vec<LogLine> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let lines = read_log(log);
-        if pred(&lines) {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} in the agent's container log within {WAIT:?}; it has:\n{}",
-            lines
-                .iter()
-                .map(|l| format!("{} {}", l.stream, l.text))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemonset_runs_without_privilege_and_explains_an_oom_kill_from_its_container() {
     let rendered = daemonset::render().unwrap();
@@ -102,7 +71,7 @@ async fn the_daemonset_runs_without_privilege_and_explains_an_oom_kill_from_its_
     for note in &agent.translated.notes {
         println!("test bed differs from a node: {note}");
     }
-    let (log, agent_id) = (agent.log.clone(), agent.container_id.clone());
+    let agent_id = agent.container_id.clone();
 
     // kubelet's probes.
     agent.wait_ready(WAIT).await.unwrap();
@@ -135,12 +104,13 @@ async fn the_daemonset_runs_without_privilege_and_explains_an_oom_kill_from_its_
 
     // From inside, every source works: the runtime, the kernel log (through syslog(2)), the
     // eBPF tracer (through the node's tracefs).
-    let lines = wait_log(&log, "startup", |l| {
-        let text = stderr_text(l);
-        text.contains("subscribed to containerd events") && text.contains("read-only write tracer attached")
-    })
-    .await;
-    let startup = stderr_text(&lines);
+    let startup = agent
+        .wait_for_stderr("startup", WAIT, |text| {
+            text.contains("subscribed to containerd events")
+                && text.contains("read-only write tracer attached")
+        })
+        .await
+        .unwrap();
     // /dev/kmsg is refused by the device cgroup of a pod that is not privileged.
     assert!(
         startup.contains("reading the kernel log through syslog(2)"),
@@ -151,24 +121,14 @@ async fn the_daemonset_runs_without_privilege_and_explains_an_oom_kill_from_its_
     let victim_pod = bed.cri.run_pod(&PodSpec::new("e2e", "hungry")).await.unwrap();
     let victim = bed
         .cri
-        .run_container(
-            &victim_pod,
-            &ContainerSpec {
-                memory_limit: Some(LIMIT),
-                ..ContainerSpec::shell("app", "x=a; while :; do x=$x$x; done")
-            },
-        )
+        .run_container(&victim_pod, &ContainerSpec::memory_hog("app"))
         .await
         .unwrap();
-    let lines = wait_log(&log, "OOMKilled finding", |l| {
-        findings(l)
-            .iter()
-            .any(|f| field(f, "/kind") == "OOMKilled" && field(f, "/subject/container_id") == victim)
-    })
-    .await;
-    let finding = findings(&lines)
-        .into_iter()
-        .find(|f| field(f, "/kind") == "OOMKilled" && field(f, "/subject/container_id") == victim)
+    let finding = agent
+        .wait_for_finding("OOMKilled finding", WAIT, |f| {
+            field(f, "/kind") == "OOMKilled" && field(f, "/subject/container_id") == victim
+        })
+        .await
         .unwrap();
     assert_eq!(field(&finding, "/subject/namespace"), "e2e");
     assert_eq!(field(&finding, "/subject/pod"), "hungry");
@@ -210,20 +170,15 @@ async fn the_daemonset_runs_without_privilege_and_explains_an_oom_kill_from_its_
         )
         .await
         .unwrap();
-    let is_write = |f: &Value| {
-        field(f, "/kind") == "ReadOnlyFilesystemWrite" && field(f, "/subject/container_id") == writer
-    };
-    let lines = wait_log(&log, "ReadOnlyFilesystemWrite finding", |l| {
-        findings(l).iter().any(is_write)
-    })
-    .await;
-    let write = findings(&lines).into_iter().find(is_write).unwrap();
+    let write = agent
+        .wait_for_finding("ReadOnlyFilesystemWrite finding", WAIT, |f| {
+            field(f, "/kind") == "ReadOnlyFilesystemWrite" && field(f, "/subject/container_id") == writer
+        })
+        .await
+        .unwrap();
     let tracer = evidence(&write, "tracer").expect("tracer evidence, from inside the container");
     assert_eq!(tracer["attributes"]["path"], "rel.txt", "{write}");
-    let mount = write["evidence"]
-        .as_array()
-        .and_then(|ev| ev.iter().find(|e| e["attributes"]["cause"].is_string()))
-        .unwrap_or_else(|| panic!("mount evidence: {write}"));
+    let mount = mount_evidence(&write).unwrap_or_else(|| panic!("mount evidence: {write}"));
     assert_eq!(mount["attributes"]["cause"], "read_only_volume", "{write}");
     assert_eq!(
         mount["attributes"]["host_path"],
@@ -239,7 +194,7 @@ async fn the_daemonset_runs_without_privilege_and_explains_an_oom_kill_from_its_
     }
 
     // Nothing went wrong inside: no warning or error but the expected ones.
-    let text = stderr_text(&read_log(&log));
+    let text = agent.stderr();
     let unexpected: Vec<&str> = text
         .lines()
         .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))

@@ -7,19 +7,14 @@
 use std::time::Duration;
 
 use podmortem_e2e::agent::{evidence, field, Agent, Received};
-use podmortem_e2e::cri::{ContainerSpec, Pod, PodSpec};
+use podmortem_e2e::cri::{ContainerSpec, Pod, PodSpec, HOG, HOG_LIMIT as LIMIT};
 use podmortem_e2e::TestBed;
 
 const WAIT: Duration = Duration::from_secs(30);
-const LIMIT: i64 = 32 << 20;
-/// Doubles a shell variable until the memory limit stops it.
-const HOG: &str = "x=a; while :; do x=$x$x; done";
-
 fn limited(name: &str, script: &str, attempt: u32) -> ContainerSpec {
     ContainerSpec {
-        memory_limit: Some(LIMIT),
         attempt,
-        ..ContainerSpec::shell(name, script)
+        ..ContainerSpec::limited(name, script)
     }
 }
 

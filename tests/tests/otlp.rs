@@ -9,15 +9,12 @@
 use std::time::Duration;
 
 use podmortem_e2e::agent::{field, Agent, Received};
-use podmortem_e2e::cri::{ContainerSpec, Pod, PodSpec};
+use podmortem_e2e::cri::{ContainerSpec, Pod, PodSpec, HOG_LIMIT as LIMIT};
 use podmortem_e2e::otlp_receiver::{find, list_items, map_entries, OtlpReceiver, OtlpValue, Record};
 use podmortem_e2e::TestBed;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
-const LIMIT: i64 = 32 << 20;
-/// Doubles a shell variable until the memory limit stops it.
-const HOG: &str = "x=a; while :; do x=$x$x; done";
 
 /// Listings every second; batches leave soon; a collector that is back is tried again soon.
 fn config(endpoint: &str, extra: &str) -> String {
@@ -47,11 +44,11 @@ fn the_hostname() -> String {
 
 /// Runs a container that the memory limit kills, and returns its id and its finding.
 async fn oom_kill(bed: &TestBed, agent: &mut Agent, pod: &Pod) -> (String, Received) {
-    let spec = ContainerSpec {
-        memory_limit: Some(LIMIT),
-        ..ContainerSpec::shell("app", HOG)
-    };
-    let id = bed.cri.run_container(pod, &spec).await.unwrap();
+    let id = bed
+        .cri
+        .run_container(pod, &ContainerSpec::memory_hog("app"))
+        .await
+        .unwrap();
     let got = agent
         .wait_for("OOMKilled", WAIT, |f| {
             field(f, "/subject/container_id") == id && field(f, "/kind") == "OOMKilled"

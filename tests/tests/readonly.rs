@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use podmortem_e2e::agent::{evidence, field, latency_ms, Agent};
+use podmortem_e2e::agent::{evidence, field, latency_ms, mount_evidence, Agent};
 use podmortem_e2e::cri::{ContainerSpec, PodSpec};
 use podmortem_e2e::loopfs::LoopFs;
 use podmortem_e2e::TestBed;
@@ -71,9 +71,8 @@ fn assert_detected_by(f: &Value, tracer: bool, syscalls: &[&str]) {
 
 /// The cause named in the mount evidence.
 fn cause(f: &Value) -> String {
-    f["evidence"]
-        .as_array()
-        .and_then(|ev| ev.iter().find_map(|e| e["attributes"]["cause"].as_str()))
+    mount_evidence(f)
+        .and_then(|e| e["attributes"]["cause"].as_str())
         .unwrap_or_default()
         .to_owned()
 }
@@ -155,10 +154,7 @@ async fn read_only_volume(tracer: bool, script: &str, path: &str, syscalls: &[&s
     assert_detected_by(f, tracer, syscalls);
     assert_eq!(cause(f), "read_only_volume", "{f}");
     assert!(field(f, "/summary").contains("/config"), "{f}");
-    let mount = f["evidence"]
-        .as_array()
-        .and_then(|ev| ev.iter().find(|e| e["attributes"]["cause"].is_string()))
-        .unwrap();
+    let mount = mount_evidence(f).unwrap();
     assert_eq!(
         mount["attributes"]["host_path"],
         ro.to_string_lossy().as_ref(),

@@ -120,8 +120,7 @@ async fn bench() -> Result<()> {
     for attempt in 0..oom_kills {
         let spec = ContainerSpec {
             attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-            memory_limit: Some(32 << 20),
-            ..ContainerSpec::shell("app", "x=a; while :; do x=$x$x; done")
+            ..ContainerSpec::memory_hog("app")
         };
         let id = bed.cri.run_container(&pod, &spec).await?;
         let got = agent
@@ -251,8 +250,7 @@ async fn in_a_box(containers: usize) -> Result<()> {
             for attempt in 0..kills {
                 let spec = ContainerSpec {
                     attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-                    memory_limit: Some(32 << 20),
-                    ..ContainerSpec::shell("app", "x=a; while :; do x=$x$x; done")
+                    ..ContainerSpec::memory_hog("app")
                 };
                 if cri.run_container(&pod, &spec).await.is_err() {
                     break;
@@ -269,9 +267,10 @@ async fn in_a_box(containers: usize) -> Result<()> {
     )
     .await?;
     task.await.map_err(|e| err(format!("OOM kills: {e}")))?;
-    let findings = podmortem_e2e::daemonset::read_log(&agent.log)
+    let findings = agent
+        .findings()
         .iter()
-        .filter(|l| l.stream == "stdout" && l.text.contains("\"OOMKilled\""))
+        .filter(|f| field(f, "/kind") == "OOMKilled")
         .count();
     println!("in its container: {findings} OOMKilled findings for {kills} kills");
     bed.cri.remove_pod(&pod).await?;

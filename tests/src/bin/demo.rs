@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use podmortem_e2e::agent::Agent;
-use podmortem_e2e::cri::{ContainerSpec, Pod, PodSpec};
+use podmortem_e2e::cri::{ContainerSpec, Pod, PodSpec, HOG};
 use podmortem_e2e::fake_apiserver::{str_at, FakeApiServer};
 use podmortem_e2e::loopfs::LoopFs;
 use podmortem_e2e::otlp_receiver::OtlpReceiver;
@@ -161,18 +161,11 @@ async fn demo() -> Result<()> {
 
     say("batch/report grows past its 32 MiB memory limit");
     let report = bed.cri.run_pod(&PodSpec::new("batch", "report-28861440")).await?;
-    let spec = ContainerSpec {
-        memory_limit: Some(32 * 1024 * 1024),
-        ..ContainerSpec::shell("report", "x=a; while :; do x=$x$x; done")
-    };
-    run_and_wait(&bed, &report, spec).await?;
+    run_and_wait(&bed, &report, ContainerSpec::memory_hog("report")).await?;
 
     say("payments/gunicorn: a worker process grows past the 32 MiB limit and is OOM-killed; the master keeps running");
     let gunicorn = bed.cri.run_pod(&PodSpec::new("payments", "gunicorn-0")).await?;
-    let spec = ContainerSpec {
-        memory_limit: Some(32 * 1024 * 1024),
-        ..ContainerSpec::shell("gunicorn", "sh -c 'x=a; while :; do x=$x$x; done'; sleep 3600")
-    };
+    let spec = ContainerSpec::limited("gunicorn", &format!("sh -c '{HOG}'; sleep 3600"));
     bed.cri.run_container(&gunicorn, &spec).await?;
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
