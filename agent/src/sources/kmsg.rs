@@ -353,7 +353,6 @@ impl KmsgSource {
             limit: RateLimit::new(self.config.max_records_per_second),
             tx,
             fs_nudge: self.fs_nudge.clone(),
-            poll_nudge: Arc::clone(&self.poll_nudge),
         }
     }
 
@@ -408,7 +407,7 @@ impl KmsgSource {
         }
         reader.enter(Mode::Syslog);
         reader
-            .follow(klog, start, self.config.poll_interval, stop)
+            .follow(klog, start, self.config.poll_interval, &self.poll_nudge, stop)
             .await
             .map_err(|error| match error {
                 FollowError::Klog(source) => KmsgError::Syslog {
@@ -509,8 +508,6 @@ struct Reader {
     tx: mpsc::Sender<SourceEvent>,
     /// Woken when the kernel reports a filesystem error (the host mount table is read again).
     fs_nudge: Option<Arc<tokio::sync::Notify>>,
-    /// Asks the `syslog(2)` reader for a poll now.
-    poll_nudge: Arc<tokio::sync::Notify>,
 }
 
 impl Reader {
@@ -600,12 +597,14 @@ impl Reader {
         }
     }
 
-    /// Follows the log through `syslog(2)`, polling every `poll`, until a read fails or `stop`.
+    /// Follows the log through `syslog(2)`, polling every `poll` and when `nudge` is notified,
+    /// until a read fails or `stop`.
     async fn follow(
         &mut self,
         mut klog: impl syslog::ReadAll,
         start: Start,
         poll: Duration,
+        nudge: &tokio::sync::Notify,
         stop: &CancellationToken,
     ) -> Result<Closed, FollowError> {
         let at_end = match start {
@@ -639,9 +638,9 @@ impl Reader {
         checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut polls = tokio::time::interval(poll);
         polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let nudge = Arc::clone(&self.poll_nudge);
         // After a nudge, a second poll a little later: on cgroup v1 containerd hears of a
-        // memory cgroup's OOM before the kernel has printed all of its report.
+        // memory cgroup's OOM before the kernel has printed all of its report. Nudges that come
+        // meanwhile wait for it, so a storm of OOMs polls at most twice per NUDGE_AGAIN.
         let mut again: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
@@ -652,11 +651,13 @@ impl Reader {
                     continue;
                 }
                 _ = polls.tick() => {}
-                () = nudge.notified() => {
+                () = nudge.notified(), if again.is_none() => {
                     polls.reset();
                     again = Some(tokio::time::Instant::now() + NUDGE_AGAIN);
                 }
-                () = sleep_until_some(again) => again = None,
+                () = tokio::time::sleep_until(again.unwrap_or_else(tokio::time::Instant::now)), if again.is_some() => {
+                    again = None;
+                }
             }
             if !self.poll(&mut klog, stop).await? {
                 return Ok(Closed::Stopped);
@@ -847,14 +848,6 @@ impl Reader {
             .tx
             .send(SourceEvent::Kmsg(KmsgEvent::Checkpoint(position)))
             .await;
-    }
-}
-
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until_some(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

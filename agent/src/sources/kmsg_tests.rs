@@ -214,6 +214,8 @@ fn as_syslog(kmsg: &str) -> String {
 struct Polls {
     buffers: std::collections::VecDeque<Vec<u8>>,
     current: Vec<u8>,
+    /// How many polls were made.
+    reads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Polls {
@@ -221,12 +223,14 @@ impl Polls {
         Polls {
             buffers: then.iter().map(|b| b.as_bytes().to_vec()).collect(),
             current: first.as_bytes().to_vec(),
+            reads: Arc::default(),
         }
     }
 }
 
 impl syslog::ReadAll for Polls {
     fn read_all(&mut self) -> Result<&[u8], KlogError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         if let Some(next) = self.buffers.pop_front() {
             self.current = next;
         }
@@ -238,6 +242,49 @@ impl syslog::ReadAll for Polls {
     }
 }
 
+/// The `syslog(2)` reader of a source that resumes at `resume`, following `polls` every
+/// `interval` and when `nudge` is notified, in a task that checkpoints when it ends.
+struct Following {
+    events: mpsc::Receiver<SourceEvent>,
+    stats: Arc<KmsgStats>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+fn spawn_follow(
+    resume: Option<KmsgPosition>,
+    polls: Polls,
+    interval: Duration,
+    nudge: Arc<tokio::sync::Notify>,
+) -> Following {
+    let dir = host("");
+    let config = KmsgConfig {
+        poll_interval: interval,
+        ..KmsgConfig::default()
+    };
+    let source = KmsgSource::new(dir.path(), config, resume);
+    let (tx, events) = mpsc::channel(256);
+    let stop = CancellationToken::new();
+    let mut reader = source.reader(tx);
+    reader.enter(Mode::Syslog);
+    let start = source.start;
+    let stopper = stop.clone();
+    let task = tokio::spawn(async move {
+        let result = reader.follow(polls, start, interval, &nudge, &stopper).await;
+        reader.checkpoint().await;
+        result.map(|_| ()).map_err(|e| match e {
+            FollowError::Klog(e) => e.to_string(),
+            FollowError::Scan(e) => e.to_string(),
+        })
+    });
+    Following {
+        events,
+        stats: source.stats(),
+        stop,
+        task,
+    }
+}
+
 /// Follows `polls` through the `syslog(2)` reader of a source that resumes at `resume`, until
 /// the polls ran out and a checkpoint at `until` or later came; returns what it sent.
 async fn follow(
@@ -245,29 +292,12 @@ async fn follow(
     polls: Polls,
     until: u64,
 ) -> (Vec<KmsgEvent>, Arc<KmsgStats>, Result<(), String>) {
-    let dir = host("");
-    let config = KmsgConfig {
-        poll_interval: Duration::from_millis(10),
-        ..KmsgConfig::default()
-    };
-    let source = KmsgSource::new(dir.path(), config, resume);
-    let stats = source.stats();
-    let (tx, mut rx) = mpsc::channel(256);
-    let stop = CancellationToken::new();
-    let mut reader = source.reader(tx);
-    reader.enter(Mode::Syslog);
-    let start = source.start;
-    let stopper = stop.clone();
-    let task = tokio::spawn(async move {
-        let result = reader
-            .follow(polls, start, Duration::from_millis(10), &stopper)
-            .await;
-        reader.checkpoint().await;
-        result.map(|_| ()).map_err(|e| match e {
-            FollowError::Klog(e) => e.to_string(),
-            FollowError::Scan(e) => e.to_string(),
-        })
-    });
+    let Following {
+        events: mut rx,
+        stats,
+        stop,
+        task,
+    } = spawn_follow(resume, polls, Duration::from_millis(10), Arc::default());
     let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while let Ok(Some(SourceEvent::Kmsg(e))) = tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -574,23 +604,13 @@ async fn auto_reads_through_syslog_when_the_device_is_missing() {
 /// paused clock; nudges it a second in, and returns the kill it then read and how long after
 /// the nudge it came (virtual time: "at once" and "at the next poll" are told apart exactly).
 async fn kill_after_a_nudge(polls: Polls) -> (Box<OomKill>, Duration) {
-    let dir = host("");
     let nudge = Arc::new(tokio::sync::Notify::new());
-    let interval = Duration::from_secs(3600);
-    let config = KmsgConfig {
-        poll_interval: interval,
-        ..KmsgConfig::default()
-    };
-    let source = KmsgSource::new(dir.path(), config, None).with_poll_nudge(Arc::clone(&nudge));
-    let (tx, mut rx) = mpsc::channel(256);
-    let stop = CancellationToken::new();
-    let mut reader = source.reader(tx);
-    reader.enter(Mode::Syslog);
-    let start = source.start;
-    let stopper = stop.clone();
-    let task = tokio::spawn(async move {
-        let _ = reader.follow(polls, start, interval, &stopper).await;
-    });
+    let Following {
+        events: mut rx,
+        stop,
+        task,
+        ..
+    } = spawn_follow(None, polls, Duration::from_secs(3600), Arc::clone(&nudge));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let nudged = tokio::time::Instant::now();
     nudge.notify_one();
@@ -603,7 +623,7 @@ async fn kill_after_a_nudge(polls: Polls) -> (Box<OomKill>, Duration) {
     };
     let after = nudged.elapsed();
     stop.cancel();
-    task.await.expect("reader");
+    let _ = task.await.expect("reader");
     (kill, after)
 }
 
@@ -675,4 +695,31 @@ fn a_syslog_position_without_a_cursor_starts_at_the_beginning() {
     assert_eq!(source.start, Start::Beginning);
     let source = KmsgSource::new(dir.path(), KmsgConfig::default(), same_boot(12, None, false));
     assert_eq!(source.start, Start::After(12, None));
+}
+
+/// A storm of `TaskOOM`s (a container stuck at its limit) does not turn into back-to-back
+/// reads of the whole kernel buffer: nudges that come while the second poll is due wait for it.
+#[tokio::test(start_paused = true)]
+async fn a_storm_of_nudges_polls_at_most_twice_per_nudge_window() {
+    let first = "<6>[    1.000000] old\n";
+    let polls = Polls::new(first, &[]);
+    let reads = Arc::clone(&polls.reads);
+    let nudge = Arc::new(tokio::sync::Notify::new());
+    let following = spawn_follow(None, polls, Duration::from_secs(3600), Arc::clone(&nudge));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = reads.load(Ordering::Relaxed);
+    let storm = Duration::from_secs(1);
+    let nudges = 1000;
+    for _ in 0..nudges {
+        nudge.notify_one();
+        tokio::time::sleep(storm / nudges).await;
+    }
+    let polled = reads.load(Ordering::Relaxed) - before;
+    let windows = (storm.as_millis() / NUDGE_AGAIN.as_millis()) as usize;
+    assert!(
+        polled >= windows && polled <= 2 * (windows + 1),
+        "{polled} polls for {nudges} nudges in {storm:?}"
+    );
+    following.stop.cancel();
+    let _ = following.task.await.expect("reader");
 }
