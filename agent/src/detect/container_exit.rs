@@ -86,13 +86,20 @@ pub struct ContainerExitDetector {
     awaiting_kill: HashMap<String, AwaitingKill>,
 }
 
-/// An exit by SIGKILL whose finding waits for the kernel log.
-#[derive(Debug, Clone)]
+/// An exit by SIGKILL (code 137) whose finding waits for the kernel log.
+#[derive(Debug)]
 struct AwaitingKill {
     container: ContainerInfo,
-    code: i32,
     event: Option<PendingExit>,
-    until: SystemTime,
+    received: SystemTime,
+}
+
+/// The exit code of a process killed by SIGKILL.
+const KILLED: i32 = 137;
+
+/// Whether what came at `received` has waited `grace` by `now` (always, for no grace).
+fn waited(received: SystemTime, grace: Duration, now: SystemTime) -> bool {
+    grace.is_zero() || now.duration_since(received).is_ok_and(|w| w >= grace)
 }
 
 /// A kernel OOM kill, as the kernel log reported it.
@@ -133,18 +140,15 @@ impl ContainerExitDetector {
         self.kills.get(&c.id).filter(|k| is_main(c, event, k.kill.pid))
     }
 
-    /// Reports the exits that waited for the kernel log long enough (all, with `all`).
-    fn flush_awaiting(&mut self, all: bool, cx: &Context<'_>, out: &mut Vec<Finding>) {
-        let due: Vec<String> = self
+    /// Reports the exits that waited for the kernel log at least `grace`.
+    fn flush_awaiting(&mut self, grace: Duration, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        let due: Vec<AwaitingKill> = self
             .awaiting_kill
-            .iter()
-            .filter(|(_, a)| all || a.until <= cx.now)
-            .map(|(id, _)| id.clone())
+            .extract_if(|_, a| waited(a.received, grace, cx.now))
+            .map(|(_, a)| a)
             .collect();
-        for id in due {
-            if let Some(a) = self.awaiting_kill.remove(&id) {
-                out.extend(self.finding(&a.container, a.code, a.event.as_ref(), true, cx));
-            }
+        for a in due {
+            out.extend(self.finding(&a.container, KILLED, a.event.as_ref(), true, cx));
         }
     }
 
@@ -197,7 +201,7 @@ impl ContainerExitDetector {
         }
         // Only when an OOM kill is known from containerd or CRI: a plain SIGKILL is not held.
         let oom_known = c.reason == "OOMKilled" || self.ooms.contains_key(&c.id);
-        if code == 137
+        if code == KILLED
             && oom_known
             && !self.kernel_log_wait.is_zero()
             && self.kill_of(c, pending.as_ref()).is_none()
@@ -207,9 +211,8 @@ impl ContainerExitDetector {
                 c.id.clone(),
                 AwaitingKill {
                     container: c.clone(),
-                    code,
                     event: pending,
-                    until: cx.now + self.kernel_log_wait,
+                    received: cx.now,
                 },
             );
             return;
@@ -237,7 +240,7 @@ impl ContainerExitDetector {
         let kill = self.kill_of(c, event);
         // An OOM kill is a SIGKILL: exit code 137. CRI's reason alone also marks containers
         // whose child was killed and which exited later for another reason.
-        let oom_killed = code == 137 && (c.reason == "OOMKilled" || oom_at.is_some() || kill.is_some());
+        let oom_killed = code == KILLED && (c.reason == "OOMKilled" || oom_at.is_some() || kill.is_some());
         let mut evidence = Vec::with_capacity(5);
         if let Some(k) = kill.filter(|_| oom_killed) {
             evidence.push(kill_evidence(&k.kill, k.at));
@@ -483,12 +486,12 @@ impl Detector for ContainerExitDetector {
                     self.kills.insert(id.to_owned(), seen);
                 }
                 // An exit by SIGKILL that waited for this report.
-                let waited = self
+                let awaited = self
                     .awaiting_kill
                     .get(id)
                     .is_some_and(|a| is_main(&a.container, a.event.as_ref(), kill.pid));
-                if let Some(a) = waited.then(|| self.awaiting_kill.remove(id)).flatten() {
-                    out.extend(self.finding(&a.container, a.code, a.event.as_ref(), true, cx));
+                if let Some(a) = awaited.then(|| self.awaiting_kill.remove(id)).flatten() {
+                    out.extend(self.finding(&a.container, KILLED, a.event.as_ref(), true, cx));
                 }
             }
             SourceEvent::Containerd(ContainerdEvent::TaskOom { container_id, at })
@@ -524,12 +527,12 @@ impl Detector for ContainerExitDetector {
 
     fn on_tick(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         self.flush_pending(self.config.runtime_grace, cx, out);
-        self.flush_awaiting(false, cx, out);
+        self.flush_awaiting(self.kernel_log_wait, cx, out);
     }
 
     fn on_shutdown(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         self.flush_pending(Duration::ZERO, cx, out);
-        self.flush_awaiting(true, cx, out);
+        self.flush_awaiting(Duration::ZERO, cx, out);
     }
 }
 
@@ -537,20 +540,11 @@ impl ContainerExitDetector {
     /// Reports, from the event and what the inventory knew, the announced exits that the
     /// runtime has not recorded within `grace`.
     fn flush_pending(&mut self, grace: Duration, cx: &Context<'_>, out: &mut Vec<Finding>) {
-        let overdue: Vec<String> = self
+        let overdue: Vec<(String, PendingExit)> = self
             .pending
-            .iter()
-            .filter(|(_, p)| {
-                cx.now
-                    .duration_since(p.received)
-                    .is_ok_and(|waited| waited >= grace)
-            })
-            .map(|(id, _)| id.clone())
+            .extract_if(|_, p| waited(p.received, grace, cx.now))
             .collect();
-        for id in overdue {
-            let Some(p) = self.pending.remove(&id) else {
-                continue;
-            };
+        for (id, p) in overdue {
             if cx.inventory.is_sandbox(&id) {
                 continue;
             }

@@ -210,7 +210,8 @@ impl Sampling {
         let mut containers = Vec::with_capacity(targets.len());
         if let Some(fs) = &self.cgroups {
             for target in targets {
-                let first = self.first_read.insert(target.container_id.clone());
+                let first = !self.first_read.contains(&target.container_id)
+                    && self.first_read.insert(target.container_id.clone());
                 if round == Round::Started && !first {
                     continue;
                 }
