@@ -12,6 +12,7 @@ pub mod missing_host_dep;
 pub mod occurrences;
 pub mod oom_evidence;
 pub mod oom_kill;
+pub mod oom_ledger;
 pub mod oom_risk;
 pub mod readonly_cause;
 pub mod readonly_write;

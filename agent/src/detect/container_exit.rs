@@ -13,6 +13,7 @@ use super::exit_code::{self, ExitCause};
 use super::format::{human_bytes, human_duration};
 use super::oom_evidence::{
     kill_container_id, kill_evidence, memory_evidence, rss_words, task_oom_evidence, LimitHit,
+    DIED_WITH_CHILD,
 };
 use super::{Context, Detector, Evidence, EvidenceSource, Finding, FindingKind, Severity, Subject};
 use crate::catalogue::Catalogue;
@@ -84,6 +85,9 @@ pub struct ContainerExitDetector {
     kernel_log_wait: Duration,
     /// Exits by SIGKILL waiting for the kernel's report, by container id.
     awaiting_kill: HashMap<String, AwaitingKill>,
+    /// Whether the kernel log is being read: then an exit by SIGKILL is an OOM kill only when
+    /// the kernel reported one for the container at the exit.
+    kernel_log_read: bool,
 }
 
 /// An exit by SIGKILL (code 137) whose finding waits for the kernel log.
@@ -124,6 +128,7 @@ impl ContainerExitDetector {
             family: None,
             kernel_log_wait: Duration::ZERO,
             awaiting_kill: HashMap::new(),
+            kernel_log_read: false,
         }
     }
 
@@ -238,10 +243,25 @@ impl ContainerExitDetector {
         }
         let oom_at = self.ooms.get(&c.id).copied();
         let kill = self.kill_of(c, event);
-        // An OOM kill is a SIGKILL: exit code 137. CRI's reason alone also marks containers
-        // whose child was killed and which exited later for another reason.
-        let oom_killed = code == KILLED && (c.reason == "OOMKilled" || oom_at.is_some() || kill.is_some());
+        let exited_at = c.finished_at.or_else(|| event.and_then(|e| e.exited_at));
+        // An OOM kill is a SIGKILL: exit code 137. CRI's reason (and containerd's TaskOOM) also
+        // mark containers whose child was killed and which exited later for another reason (a
+        // stop, a deletion): with the kernel log read, only a kill of the main process, or of
+        // another of its processes right before the exit, makes the exit an OOM kill.
+        let oom_said = c.reason == "OOMKilled" || oom_at.is_some();
+        let died_with_child = match (oom_at, exited_at) {
+            (Some(oom), Some(exit)) => match exit.duration_since(oom) {
+                Ok(after) => after <= DIED_WITH_CHILD,
+                Err(before) => before.duration() <= Duration::from_millis(100),
+            },
+            _ => false,
+        };
+        let oom_killed =
+            code == KILLED && (kill.is_some() || died_with_child || (oom_said && !self.kernel_log_read));
         let mut evidence = Vec::with_capacity(5);
+        if code == KILLED && oom_said && !oom_killed {
+            evidence.push(not_oom_evidence(c, event));
+        }
         if let Some(k) = kill.filter(|_| oom_killed) {
             evidence.push(kill_evidence(&k.kill, k.at));
         }
@@ -330,6 +350,24 @@ impl ContainerExitDetector {
         f.evidence = evidence;
         Some(f)
     }
+}
+
+/// Why a SIGKILL exit that CRI or containerd marked as OOM is not an OOM kill.
+fn not_oom_evidence(c: &ContainerInfo, event: Option<&PendingExit>) -> Evidence {
+    let main = event.map(|e| e.pid).or(c.pid).filter(|p| *p != 0);
+    let mut e = Evidence::new(
+        EvidenceSource::Kmsg,
+        None,
+        format!(
+            "not an OOM kill: the kernel's OOM killer did not kill the main process{} and killed none of the container's processes right before the exit; containerd marks a container OOMKilled once any process in its memory cgroup was OOM-killed, and another process sent this SIGKILL (a stop or deletion through the runtime, a failed liveness probe, a kill on the node)",
+            main.map(|p| format!(" (pid {p})")).unwrap_or_default()
+        ),
+    )
+    .with("cri_reason", c.reason.clone());
+    if let Some(pid) = main {
+        e = e.with("main_pid", pid);
+    }
+    e
 }
 
 /// Whether the kernel's victim `pid` is container `c`'s main process: the pid that exited, or
@@ -476,7 +514,28 @@ impl Detector for ContainerExitDetector {
                 self.on_task_exit(container_id, *pid, *exit_status, *exited_at, cx);
             }
             SourceEvent::Kmsg(KmsgEvent::OomKill { kill, at }) => {
-                let Some(id) = kill_container_id(kill) else { return };
+                self.kernel_log_read = true;
+                // A report without its header (rate-limited by the kernel) names no cgroup:
+                // a main process is known by its pid.
+                let by_pid = || {
+                    cx.inventory
+                        .containers()
+                        .find(|c| c.pid == Some(kill.pid))
+                        .map(|c| c.id.as_str())
+                        .or_else(|| {
+                            self.pending
+                                .iter()
+                                .find(|(_, p)| p.pid == kill.pid)
+                                .map(|(id, _)| id.as_str())
+                        })
+                };
+                let Some(id) = kill_container_id(kill)
+                    .or_else(|| kill.task_memcg.is_none().then(by_pid).flatten())
+                    .map(str::to_owned)
+                else {
+                    return;
+                };
+                let id = id.as_str();
                 if self.kills.len() < MAX_PENDING || self.kills.contains_key(id) {
                     let seen = KillSeen {
                         kill: kill.clone(),
@@ -499,6 +558,7 @@ impl Detector for ContainerExitDetector {
             {
                 self.ooms.insert(container_id.clone(), at.unwrap_or(cx.now));
             }
+            SourceEvent::Kmsg(_) => self.kernel_log_read = true,
             // A sandbox's pause process exited: not a container crash.
             SourceEvent::CriPod(pod) => {
                 self.pending.remove(&pod.id);

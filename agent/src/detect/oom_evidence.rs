@@ -1,7 +1,7 @@
 //! What the OOM detectors share: attributing a kernel OOM kill to a container, which limit was
 //! hit, and the evidence each source gives about a kill.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::format::human_bytes;
 use super::{Evidence, EvidenceSource};
@@ -9,6 +9,11 @@ use crate::inventory::container_id_from_cgroup;
 use crate::sources::kmsg::oom::{OomKill, OomScope};
 use crate::sources::memory::ContainerMemory;
 use crate::sources::procfs::NodeMemory;
+
+/// A main process that exits this soon after the OOM killer killed another process of its
+/// container died with it (an init such as tini passes its child's SIGKILL on as exit code
+/// 137): its exit is the container's `OOMKilled`.
+pub const DIED_WITH_CHILD: Duration = Duration::from_millis(500);
 
 /// Whose memory limit an OOM kill enforced.
 #[derive(Debug, Clone, PartialEq, Eq)]

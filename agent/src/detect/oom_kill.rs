@@ -10,16 +10,17 @@
 //! A kill in a container's cgroup is held for `child_grace`: if the container's main process
 //! exits meanwhile (or was the victim), the exit detector reports it as `OOMKilled`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::format::human_bytes;
+use super::format::{human_bytes, human_duration};
 use super::oom_evidence::{
     kill_container_id, kill_evidence, memory_evidence, node_memory_evidence, pod_uid_from_cgroup, rss_words,
-    task_oom_evidence, LimitHit,
+    task_oom_evidence, LimitHit, DIED_WITH_CHILD,
 };
+use super::oom_ledger::{created_after, OomLedger, Unexplained};
 use super::{Context, Detector, Evidence, EvidenceSource, Finding, FindingKind, Severity, Subject};
 use crate::model::{or_unknown, ContainerInfo, ContainerState};
 use crate::sources::kmsg::oom::OomKill;
@@ -47,8 +48,53 @@ impl Default for OomConfig {
 
 /// At most this many kills (or `TaskOOM`s) wait at once; more are reported at once.
 const MAX_PENDING: usize = 1024;
+/// At most this many `TaskOOM`s wait per container.
+const MAX_TASK_OOMS: usize = 64;
 /// How long an exit is remembered for matching a kill to it.
 const EXIT_MEMORY: Duration = Duration::from_secs(60);
+/// A `TaskOOM` this close to a kill the kernel log did not place may be its container's.
+const TASK_OOM_WINDOW: Duration = Duration::from_secs(2);
+/// Kills the cgroup counters counted are reported from the counters alone once no kernel log
+/// report has explained them for this long past `child_grace` (the log read through syslog(2)
+/// is polled).
+const COUNTER_SLACK: Duration = Duration::from_secs(2);
+
+/// How a kill was placed in its container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    /// The kernel's report named the victim's memory cgroup.
+    Report,
+    /// `/proc/<pid>/cgroup`, read while the victim was there.
+    Procfs,
+    /// The victim was the container's main process.
+    MainPid,
+    /// The container's `oom_kill` counter rose by more than the kills placed in it.
+    Counter,
+    /// containerd's `TaskOOM` for the container, at the kill (no counter to read).
+    TaskOom,
+}
+
+impl Placed {
+    fn as_str(self) -> &'static str {
+        match self {
+            Placed::Report => "kernel_report",
+            Placed::Procfs => "procfs",
+            Placed::MainPid => "main_pid",
+            Placed::Counter => "cgroup_counter",
+            Placed::TaskOom => "task_oom",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Placed::Report => "the kernel's report named the victim's memory cgroup",
+            Placed::Procfs => "the victim's /proc/<pid>/cgroup, read as it died (the kernel's report did not name the cgroup: it prints that part at most 10 times per 5 s)",
+            Placed::MainPid => "the victim was the container's main process",
+            Placed::Counter => "the container's oom_kill counter rose by one more kill than the kernel log had named (the kernel's report did not name the cgroup: it prints that part at most 10 times per 5 s)",
+            Placed::TaskOom => "containerd's TaskOOM for the container came with the kill (the kernel's report did not name the cgroup)",
+        }
+    }
+}
 
 #[derive(Debug)]
 struct PendingKill {
@@ -56,6 +102,8 @@ struct PendingKill {
     at: Option<SystemTime>,
     received: SystemTime,
     task_oom: Option<SystemTime>,
+    /// The container, as known at the kill, and how the kill was placed in it.
+    placed: Option<(ContainerInfo, Placed)>,
 }
 
 /// The OOM kill detector.
@@ -63,10 +111,22 @@ struct PendingKill {
 pub struct OomKillDetector {
     config: OomConfig,
     pending: Vec<PendingKill>,
-    /// `TaskOOM`s not matched to a kill yet: container id → (event time, received).
-    task_ooms: HashMap<String, (SystemTime, SystemTime)>,
+    /// `TaskOOM`s not matched to a kill yet: container id → (event time, received), oldest first.
+    task_ooms: HashMap<String, VecDeque<(SystemTime, SystemTime)>>,
     /// Containers whose main process exited recently, and when.
     exits: HashMap<String, SystemTime>,
+    /// Containers whose main process exited by SIGKILL with no kernel report of its kill yet:
+    /// one kill their counter counts is the exit detector's `OOMKilled`.
+    killed_mains: HashSet<String>,
+    /// The kernel's own kill counts per container.
+    ledger: OomLedger,
+    /// The containers the ledger accounts for, as last known (they may be removed before their
+    /// kills are reported).
+    known: HashMap<String, ContainerInfo>,
+    /// When the detector saw its first event.
+    started: Option<SystemTime>,
+    /// Whether the kernel log is being read.
+    kernel_log_read: bool,
 }
 
 impl OomKillDetector {
@@ -77,7 +137,17 @@ impl OomKillDetector {
             pending: Vec::new(),
             task_ooms: HashMap::new(),
             exits: HashMap::new(),
+            killed_mains: HashSet::new(),
+            ledger: OomLedger::default(),
+            known: HashMap::new(),
+            started: None,
+            kernel_log_read: false,
         }
+    }
+
+    /// Container `id` as the inventory knows it now, or as it was last known.
+    fn container<'a>(&'a self, id: &str, cx: &Context<'a>) -> Option<&'a ContainerInfo> {
+        cx.inventory.container(id).or_else(|| self.known.get(id))
     }
 
     fn on_kill(&mut self, kill: &OomKill, at: Option<SystemTime>, cx: &Context<'_>, out: &mut Vec<Finding>) {
@@ -85,33 +155,131 @@ impl OomKillDetector {
             out.push(node_oom(kill, at, cx));
             return;
         }
-        let task_oom = kill_container_id(kill)
-            .and_then(|id| self.task_ooms.remove(id))
-            .map(|(at, _)| at);
-        let pending = PendingKill {
+        // Placed now, while the container is known: it may be removed within the grace.
+        let placed = match kill_container_id(kill) {
+            Some(id) => self.container(id, cx).map(|c| {
+                let how = if kill.memcg_from_procfs {
+                    Placed::Procfs
+                } else {
+                    Placed::Report
+                };
+                (c.clone(), how)
+            }),
+            None if kill.task_memcg.is_none() => cx
+                .inventory
+                .containers()
+                .find(|c| c.pid == Some(kill.pid))
+                .map(|c| (c.clone(), Placed::MainPid)),
+            None => None,
+        };
+        let mut task_oom = None;
+        if let Some((c, _)) = &placed {
+            self.ledger.explain(&c.id);
+            task_oom = self.take_task_oom(&c.id, at.unwrap_or(cx.now));
+            if c.pid == Some(kill.pid) {
+                self.killed_mains.remove(&c.id);
+            }
+        }
+        let mut pending = PendingKill {
             kill: Box::new(kill.clone()),
             at,
             received: cx.now,
             task_oom,
+            placed,
         };
         if self.pending.len() >= MAX_PENDING {
-            self.resolve(pending, cx, out);
+            self.place(&mut pending, cx);
+            self.resolve(&pending, false, cx, out);
         } else {
             self.pending.push(pending);
         }
+    }
+
+    /// Takes container `id`'s `TaskOOM` nearest to `at`, if one waits.
+    fn take_task_oom(&mut self, id: &str, at: SystemTime) -> Option<SystemTime> {
+        let waiting = self.task_ooms.get_mut(id)?;
+        let nearest = (0..waiting.len()).min_by_key(|&i| distance(waiting[i].0, at))?;
+        let taken = waiting.remove(nearest).map(|(t, _)| t);
+        if waiting.is_empty() {
+            self.task_ooms.remove(id);
+        }
+        taken
     }
 
     fn on_task_oom(&mut self, container_id: &str, at: SystemTime, cx: &Context<'_>) {
         let waiting = self
             .pending
             .iter_mut()
-            .find(|p| p.task_oom.is_none() && kill_container_id(&p.kill) == Some(container_id));
+            .find(|p| p.task_oom.is_none() && p.placed.as_ref().is_some_and(|(c, _)| c.id == container_id));
         match waiting {
             Some(p) => p.task_oom = Some(at),
-            None if self.task_ooms.len() < MAX_PENDING => {
-                self.task_ooms.insert(container_id.to_owned(), (at, cx.now));
+            None if self.task_ooms.len() < MAX_PENDING || self.task_ooms.contains_key(container_id) => {
+                let queue = self.task_ooms.entry(container_id.to_owned()).or_default();
+                if queue.len() >= MAX_TASK_OOMS {
+                    queue.pop_front();
+                }
+                queue.push_back((at, cx.now));
             }
             None => {}
+        }
+    }
+
+    /// Folds a memory round's `oom_kill` counters into the ledger.
+    fn on_memory(&mut self, snapshot: &crate::sources::memory::MemorySnapshot, cx: &Context<'_>) {
+        for read in &snapshot.containers {
+            let Some(counter) = read.stats.oom_kill else {
+                continue;
+            };
+            let c = cx.inventory.container(&read.container_id);
+            let fresh = created_after(c.or(self.known.get(&read.container_id)), self.started);
+            self.ledger
+                .reading(&read.container_id, counter, snapshot.at, fresh);
+            if let Some(c) = c {
+                if self.ledger.knows(&c.id) {
+                    self.known.insert(c.id.clone(), c.clone());
+                }
+            }
+        }
+    }
+
+    /// Places a kill the kernel log did not place: in the container whose counter counted a
+    /// kill not placed yet (the oldest such count first, then the `TaskOOM` nearest the kill),
+    /// else in the container of a `TaskOOM` at the kill whose counter cannot be read.
+    fn place(&mut self, p: &mut PendingKill, cx: &Context<'_>) {
+        if p.placed.is_some() || p.kill.task_memcg.is_some() {
+            return;
+        }
+        let at = p.at.unwrap_or(p.received);
+        let by_counter = self
+            .ledger
+            .with_surplus()
+            .filter(|id| self.container(id, cx).is_some())
+            .min_by_key(|id| {
+                let task_oom = self
+                    .task_ooms
+                    .get(*id)
+                    .and_then(|q| q.iter().map(|(t, _)| distance(*t, at)).min())
+                    .unwrap_or(Duration::MAX);
+                (self.ledger.oldest_surplus(id), task_oom, id.to_string())
+            })
+            .map(str::to_owned);
+        if let Some(id) = by_counter {
+            self.ledger.explain(&id);
+            p.task_oom = self.take_task_oom(&id, at);
+            p.placed = self.container(&id, cx).map(|c| (c.clone(), Placed::Counter));
+            return;
+        }
+        let by_task_oom = self
+            .task_ooms
+            .iter()
+            .filter(|(id, _)| !self.ledger.knows(id))
+            .filter_map(|(id, q)| Some((q.iter().map(|(t, _)| distance(*t, at)).min()?, id)))
+            .filter(|(d, _)| *d <= TASK_OOM_WINDOW)
+            .min()
+            .map(|(_, id)| id.clone());
+        if let Some(id) = by_task_oom {
+            p.task_oom = self.take_task_oom(&id, at);
+            p.placed = self.container(&id, cx).map(|c| (c.clone(), Placed::TaskOom));
         }
     }
 
@@ -122,55 +290,170 @@ impl OomKillDetector {
             .into_iter()
             .partition(|p| due(p.received));
         self.pending = waiting;
-        for p in ready {
-            self.resolve(p, cx, out);
+        let mut found = Vec::new();
+        let mut ready = ready;
+        for p in &mut ready {
+            self.place(p, cx);
         }
-        let ready: Vec<(String, SystemTime)> = self
+        for p in &ready {
+            // A main process that exited right after several kills died with the last one.
+            let later = |q: &PendingKill| {
+                q.placed.as_ref().map(|(c, _)| &c.id) == p.placed.as_ref().map(|(c, _)| &c.id)
+                    && q.at.unwrap_or(q.received) > p.at.unwrap_or(p.received)
+            };
+            let superseded = ready.iter().chain(self.pending.iter()).any(later);
+            self.resolve(p, superseded, cx, &mut found);
+        }
+        // TaskOOMs no kill claimed: where a counter is read, it tells the kills; elsewhere the
+        // TaskOOM is all there is.
+        let ready: Vec<(String, SystemTime, u64)> = self
             .task_ooms
             .iter()
-            .filter(|(_, (_, received))| due(*received))
-            .map(|(id, (at, _))| (id.clone(), *at))
+            .filter(|(_, q)| q.front().is_some_and(|(_, received)| due(*received)))
+            .map(|(id, q)| {
+                let n = q.iter().filter(|(_, received)| due(*received)).count() as u64;
+                (id.clone(), q.front().map_or(cx.now, |(at, _)| *at), n)
+            })
             .collect();
-        for (id, at) in ready {
-            self.task_ooms.remove(&id);
-            if let Some(c) = self.still_running(&id, None, cx) {
-                out.push(child_without_kernel_log(c, at, cx));
+        for (id, at, n) in ready {
+            if let Some(q) = self.task_ooms.get_mut(&id) {
+                q.retain(|(_, received)| !due(*received));
+                if q.is_empty() {
+                    self.task_ooms.remove(&id);
+                }
+            }
+            if self.ledger.knows(&id) {
+                continue;
+            }
+            if let Some(c) = self.container(&id, cx).filter(|c| self.kept_running(c, None, cx)) {
+                let mut f = child_without_kernel_log(c, at, self.kernel_log_read, cx);
+                f.count = n;
+                found.push(f);
             }
         }
+        // Kills the counters counted and no kernel log report explained.
+        let counted_before = if grace.is_zero() {
+            Some(cx.now)
+        } else {
+            cx.now.checked_sub(grace.saturating_add(COUNTER_SLACK))
+        };
+        let unexplained = counted_before.map_or_else(Vec::new, |before| self.ledger.take_unexplained(before));
+        for mut u in unexplained {
+            // The exit detector reports a main process's SIGKILL exit as the OOMKilled.
+            if self.killed_mains.remove(&u.container_id) {
+                u.kills -= 1;
+            }
+            if u.kills == 0 {
+                continue;
+            }
+            if let Some(c) = self.container(&u.container_id, cx) {
+                found.push(counted_only(c, &u, self.kernel_log_read, cx));
+            }
+        }
+        out.extend(merge(found));
         self.exits
             .retain(|_, t| cx.now.duration_since(*t).map_or(true, |d| d < EXIT_MEMORY));
+        let exits = &self.exits;
+        self.killed_mains.retain(|id| exits.contains_key(id));
+        let pending = &self.pending;
+        let inventory = cx.inventory;
+        let keep = |id: &str| {
+            inventory.container(id).is_some()
+                || exits.contains_key(id)
+                || pending
+                    .iter()
+                    .any(|p| p.placed.as_ref().is_some_and(|(c, _)| c.id == id))
+        };
+        self.ledger.retain(keep);
+        let ledger = &self.ledger;
+        self.known.retain(|id, _| ledger.knows(id));
     }
 
-    /// The container, if it is known, running, and `victim` was not its main process.
-    fn still_running<'a>(
-        &self,
-        id: &str,
-        victim: Option<u32>,
-        cx: &Context<'a>,
-    ) -> Option<&'a ContainerInfo> {
-        let c = cx.inventory.container(id)?;
-        let main_killed = victim.is_some() && c.pid == victim;
-        let exited = self.exits.contains_key(id) || c.state == ContainerState::Exited;
-        (!main_killed && !exited).then_some(c)
+    /// Whether container `c` kept running after the kill of `victim` (pid, when): the victim
+    /// was not its main process and the main process did not exit with it. Without a victim:
+    /// whether it runs now.
+    fn kept_running(&self, c: &ContainerInfo, victim: Option<(u32, SystemTime)>, cx: &Context<'_>) -> bool {
+        if victim.is_some_and(|(pid, _)| c.pid == Some(pid)) {
+            return false;
+        }
+        match (self.exits.get(&c.id), victim) {
+            (Some(exit), Some((_, killed))) => !died_with(*exit, killed),
+            (Some(_), None) => false,
+            (None, _) => cx
+                .inventory
+                .container(&c.id)
+                .is_none_or(|now| now.state != ContainerState::Exited),
+        }
     }
 
-    fn resolve(&self, p: PendingKill, cx: &Context<'_>, out: &mut Vec<Finding>) {
-        let Some(id) = kill_container_id(&p.kill) else {
+    /// Reports kill `p`; `superseded`: a later kill in the same container followed it.
+    fn resolve(&self, p: &PendingKill, superseded: bool, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        let Some((c, how)) = &p.placed else {
             out.push(unattributed(&p.kill, p.at, cx));
             return;
         };
-        if cx.inventory.container(id).is_none() {
-            out.push(unattributed(&p.kill, p.at, cx));
-            return;
-        }
         // The main process died: the exit detector reports the `OOMKilled`.
-        if let Some(c) = self.still_running(id, Some(p.kill.pid), cx) {
-            out.push(child_kill(c, &p, cx));
+        let main_killed = c.pid == Some(p.kill.pid);
+        let victim = Some((p.kill.pid, p.at.unwrap_or(p.received)));
+        if !main_killed && (superseded || self.kept_running(c, victim, cx)) {
+            out.push(child_kill(c, p, *how, cx));
         }
     }
 }
 
-fn child_kill(c: &ContainerInfo, p: &PendingKill, cx: &Context<'_>) -> Finding {
+/// Whether a main process that exited at `exit` died with a process killed at `killed`: right
+/// after it (or a little before, as the two clocks go).
+fn died_with(exit: SystemTime, killed: SystemTime) -> bool {
+    match exit.duration_since(killed) {
+        Ok(after) => after <= DIED_WITH_CHILD,
+        Err(before) => before.duration() <= Duration::from_millis(100),
+    }
+}
+
+/// How far apart two moments are.
+fn distance(a: SystemTime, b: SystemTime) -> Duration {
+    a.duration_since(b)
+        .or_else(|_| b.duration_since(a))
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Findings of one flush with the same fingerprint, as one finding counting them all: the
+/// latest one's summary and evidence, the earliest first time.
+fn merge(found: Vec<Finding>) -> Vec<Finding> {
+    let mut merged: Vec<(Finding, usize)> = Vec::with_capacity(found.len());
+    for f in found {
+        match merged.iter_mut().find(|(m, _)| m.fingerprint == f.fingerprint) {
+            Some((m, n)) => {
+                let count = m.count.max(1) + f.count.max(1);
+                let first = m.first_seen.min(f.first_seen);
+                let last = m.last_seen.max(f.last_seen);
+                *m = f;
+                m.count = count;
+                m.first_seen = first;
+                m.last_seen = last;
+                *n += 1;
+            }
+            None => merged.push((f, 1)),
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(mut m, n)| {
+            if n > 1 {
+                let span = m.last_seen.duration_since(m.first_seen).unwrap_or_default();
+                m.summary = format!(
+                    "{} ({} such kills within {})",
+                    m.summary,
+                    m.count,
+                    human_duration(span)
+                );
+            }
+            m
+        })
+        .collect()
+}
+
+fn child_kill(c: &ContainerInfo, p: &PendingKill, how: Placed, cx: &Context<'_>) -> Finding {
     let k = &p.kill;
     let at = p.at.unwrap_or(p.received);
     let mut f = Finding::new(
@@ -187,15 +470,18 @@ fn child_kill(c: &ContainerInfo, p: &PendingKill, cx: &Context<'_>) -> Finding {
         k.pid,
         k.comm,
         rss_words(k),
-        LimitHit::of(k).describe()
+        limit_words(k, c)
     );
-    f.hint = format!(
-        "Kubelet does not report this: a child process (a worker, a forked job) used the memory and died while the main process carried on, possibly degraded. Raise resources.limits.memory{}, or bound the workers' memory (fewer workers, a heap limit below the container's limit).",
-        c.memory_limit_bytes
-            .map(|b| format!(" (now {})", human_bytes(b)))
-            .unwrap_or_default()
-    );
-    f.evidence.push(kill_evidence(k, p.at));
+    f.hint = child_hint(c);
+    f.evidence
+        .push(kill_evidence(k, p.at).with("placed_by", how.as_str()));
+    if how != Placed::Report {
+        f.evidence.push(Evidence::new(
+            EvidenceSource::Kmsg,
+            p.at,
+            format!("placed in the container by {}", how.describe()),
+        ));
+    }
     if let Some(t) = p.task_oom {
         f.evidence.push(task_oom_evidence(t));
     }
@@ -214,8 +500,34 @@ fn child_kill(c: &ContainerInfo, p: &PendingKill, cx: &Context<'_>) -> Finding {
     f
 }
 
-/// A `TaskOOM` for a container that kept running, with no kernel log to name the victim.
-fn child_without_kernel_log(c: &ContainerInfo, at: SystemTime, cx: &Context<'_>) -> Finding {
+/// Which limit a kill enforced, in words; a report without its header names none, and then the
+/// container's own limit is the likely one.
+fn limit_words(k: &OomKill, c: &ContainerInfo) -> &'static str {
+    match LimitHit::of(k) {
+        LimitHit::Unknown if k.oom_memcg.is_none() && c.memory_limit_bytes.is_some() => {
+            "a memory cgroup limit (the report did not say which: likely the container's)"
+        }
+        hit => hit.describe(),
+    }
+}
+
+fn child_hint(c: &ContainerInfo) -> String {
+    format!(
+        "Kubelet does not report this: a child process (a worker, a forked job) used the memory and died while the main process carried on, possibly degraded. Raise resources.limits.memory{}, or bound the workers' memory (fewer workers, a heap limit below the container's limit).",
+        c.memory_limit_bytes
+            .map(|b| format!(" (now {})", human_bytes(b)))
+            .unwrap_or_default()
+    )
+}
+
+/// A `TaskOOM` for a container that kept running, with no kernel log report and no counter to
+/// name or count the victim.
+fn child_without_kernel_log(
+    c: &ContainerInfo,
+    at: SystemTime,
+    kernel_log_read: bool,
+    cx: &Context<'_>,
+) -> Finding {
     let mut f = Finding::new(
         FindingKind::OomKilledChild,
         Severity::Warning,
@@ -223,13 +535,66 @@ fn child_without_kernel_log(c: &ContainerInfo, at: SystemTime, cx: &Context<'_>)
         at,
         &[cx.node, &c.pod.namespace, &c.pod.name, c.identity_name(), "?"],
     );
+    let why = if kernel_log_read {
+        "the kernel log did not report the kill"
+    } else {
+        "the kernel log was not read"
+    };
     f.summary = format!(
-        "the OOM killer acted in container {} of pod {} and the container kept running (the kernel log was not read, so the victim is unknown)",
+        "the OOM killer acted in container {} of pod {} and the container kept running ({why}, so the victim is unknown)",
         or_unknown(&c.name),
         c.pod.display()
     );
-    f.hint = "A process other than the main one was likely killed: let podmortem read the kernel log (/dev/kmsg) to name it; raise resources.limits.memory or bound the workers' memory.".to_owned();
+    f.hint = if kernel_log_read {
+        "A process other than the main one was likely killed; raise resources.limits.memory or bound the workers' memory.".to_owned()
+    } else {
+        "A process other than the main one was likely killed: let podmortem read the kernel log (/dev/kmsg) to name it; raise resources.limits.memory or bound the workers' memory.".to_owned()
+    };
     f.evidence.push(task_oom_evidence(at));
+    f.evidence.push(running_evidence(c));
+    if let Some((m, taken)) = cx.inventory.memory(&c.id) {
+        f.evidence.push(memory_evidence(m, taken, "at the last reading"));
+    }
+    f
+}
+
+/// Kills container `c`'s `oom_kill` counter counted that no kernel log report explained (the
+/// log was not read, or the kernel overwrote the records before they were read).
+fn counted_only(c: &ContainerInfo, u: &Unexplained, kernel_log_read: bool, cx: &Context<'_>) -> Finding {
+    let mut f = Finding::new(
+        FindingKind::OomKilledChild,
+        Severity::Warning,
+        Subject::container(cx.node, c),
+        u.first_seen,
+        &[cx.node, &c.pod.namespace, &c.pod.name, c.identity_name(), "?"],
+    );
+    f.last_seen = u.last_seen;
+    f.count = u.kills;
+    let why = if kernel_log_read {
+        "the kernel log did not report them: its records were overwritten before they were read"
+    } else {
+        "the kernel log was not read"
+    };
+    f.summary = format!(
+        "the kernel's OOM killer killed {} process{} in container {} of pod {} and the container kept running ({why}, so the victims are unknown)",
+        u.kills,
+        if u.kills == 1 { "" } else { "es" },
+        or_unknown(&c.name),
+        c.pod.display()
+    );
+    f.hint = child_hint(c);
+    f.evidence.push(
+        Evidence::new(
+            EvidenceSource::Cgroup,
+            Some(u.last_seen),
+            format!(
+                "the memory cgroup's oom_kill counter rose by {} that no kernel log report explained (now {})",
+                u.kills, u.counter
+            ),
+        )
+        .with("oom_kill", u.counter)
+        .with("unexplained_kills", u.kills),
+    );
     f.evidence.push(running_evidence(c));
     if let Some((m, taken)) = cx.inventory.memory(&c.id) {
         f.evidence.push(memory_evidence(m, taken, "at the last reading"));
@@ -367,18 +732,33 @@ impl Detector for OomKillDetector {
     }
 
     fn on_event(&mut self, event: &SourceEvent, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        self.started.get_or_insert(cx.now);
         match event {
-            SourceEvent::Kmsg(KmsgEvent::OomKill { kill, at }) => self.on_kill(kill, *at, cx, out),
+            SourceEvent::Kmsg(KmsgEvent::OomKill { kill, at }) => {
+                self.kernel_log_read = true;
+                self.on_kill(kill, *at, cx, out);
+            }
+            SourceEvent::Kmsg(_) => self.kernel_log_read = true,
             SourceEvent::Containerd(ContainerdEvent::TaskOom { container_id, at }) => {
                 self.on_task_oom(container_id, at.unwrap_or(cx.now), cx);
             }
             SourceEvent::Containerd(ContainerdEvent::TaskExit {
                 container_id,
                 exec_id,
-                ..
+                pid,
+                exit_status,
+                exited_at,
             }) if (exec_id.is_empty() || exec_id == container_id) && self.exits.len() < MAX_PENDING * 4 => {
-                self.exits.insert(container_id.clone(), cx.now);
+                self.exits
+                    .insert(container_id.clone(), exited_at.unwrap_or(cx.now));
+                let main_kill_seen = self.pending.iter().any(|p| {
+                    p.kill.pid == *pid && p.placed.as_ref().is_some_and(|(c, _)| &c.id == container_id)
+                });
+                if *exit_status == 137 && !main_kill_seen {
+                    self.killed_mains.insert(container_id.clone());
+                }
             }
+            SourceEvent::Memory(snapshot) => self.on_memory(snapshot, cx),
             _ => {}
         }
     }

@@ -21,6 +21,7 @@ pub mod fs_error;
 pub mod oom;
 pub mod record;
 pub mod syslog;
+pub mod victim;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -182,6 +183,9 @@ pub struct KmsgStats {
     pub abandoned_reports: AtomicU64,
     /// Filesystem and block device errors reported.
     pub fs_errors: AtomicU64,
+    /// OOM kills whose report did not name the victim's memory cgroup, placed by reading
+    /// `/proc/<pid>/cgroup` while the victim was still there.
+    pub victims_from_procfs: AtomicU64,
 }
 
 /// The largest record read; the kernel's own limit is 8 KiB with its dictionary.
@@ -227,6 +231,7 @@ enum Closed {
 #[derive(Debug)]
 pub struct KmsgSource {
     path: PathBuf,
+    host_root: PathBuf,
     boot_id: String,
     config: KmsgConfig,
     start: Start,
@@ -258,6 +263,7 @@ impl KmsgSource {
         };
         KmsgSource {
             path: host_root.join("dev/kmsg"),
+            host_root: host_root.to_owned(),
             boot_id,
             config,
             start,
@@ -353,6 +359,7 @@ impl KmsgSource {
             limit: RateLimit::new(self.config.max_records_per_second),
             tx,
             fs_nudge: self.fs_nudge.clone(),
+            victims: victim::VictimLookup::new(&self.host_root),
         }
     }
 
@@ -508,6 +515,8 @@ struct Reader {
     tx: mpsc::Sender<SourceEvent>,
     /// Woken when the kernel reports a filesystem error (the host mount table is read again).
     fs_nudge: Option<Arc<tokio::sync::Notify>>,
+    /// Places kills whose report did not name the victim's cgroup.
+    victims: victim::VictimLookup,
 }
 
 impl Reader {
@@ -819,6 +828,9 @@ impl Reader {
             } else {
                 self.report_cursor
             };
+            if self.victims.fill(&mut kill, age(usec)) {
+                self.stats.victims_from_procfs.fetch_add(1, Ordering::Relaxed);
+            }
             events.push(KmsgEvent::OomKill {
                 kill: Box::new(kill),
                 at: wall_clock(usec),
@@ -849,6 +861,16 @@ impl Reader {
             .send(SourceEvent::Kmsg(KmsgEvent::Checkpoint(position)))
             .await;
     }
+}
+
+/// How long ago a kernel timestamp (microseconds since boot, on the monotonic clock) was.
+fn age(usec: u64) -> Option<Duration> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+    let now = Duration::new(
+        u64::try_from(now.tv_sec()).ok()?,
+        u32::try_from(now.tv_nsec()).ok()?,
+    );
+    now.checked_sub(Duration::from_micros(usec))
 }
 
 /// Converts a kernel timestamp (microseconds since boot, on the monotonic clock) to wall time.

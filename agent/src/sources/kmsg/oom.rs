@@ -84,6 +84,9 @@ pub struct OomKill {
     pub oom_memcg: Option<String>,
     /// The victim's memory cgroup.
     pub task_memcg: Option<String>,
+    /// `task_memcg` was read from `/proc/<pid>/cgroup` while the victim was still there: the
+    /// report did not name it (the kernel rate-limits that part of its reports).
+    pub memcg_from_procfs: bool,
     /// Who invoked the OOM killer.
     pub invoker: Option<Invoker>,
     /// The limited cgroup's usage, in KiB, as the report printed it.
@@ -428,6 +431,7 @@ impl Assembler {
             oom_score_adj: kill.oom_score_adj,
             oom_memcg: report.oom_memcg,
             task_memcg: report.task_memcg,
+            memcg_from_procfs: false,
             invoker: report.invoker,
             memcg_usage_kib: report.memcg_usage_kib,
             memcg_limit_kib: report.memcg_limit_kib,

@@ -1,0 +1,167 @@
+//! End-to-end: OOM storms on a real containerd. The kernel prints the part of an OOM report
+//! that names the memory cgroup at most 10 times per 5 s node-wide, and `Killed process N` for
+//! every kill: every kill must still be attributed to its container and counted exactly, as
+//! the cgroups' own `oom_kill` counters count them.
+
+// Test code: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use podmortem_e2e::agent::{evidence, field, Agent};
+use podmortem_e2e::cri::{ContainerSpec, Pod, PodSpec, HOG};
+use podmortem_e2e::TestBed;
+
+/// Child kills per container: with three containers, well past the kernel's 10 headers per 5 s.
+const KILLS: u32 = 40;
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A container whose shell forks [`HOG`] `kills` times; each child is OOM-killed, the shell
+/// carries on, then sleeps.
+fn storm(name: &str, kills: u32) -> ContainerSpec {
+    ContainerSpec::limited(
+        name,
+        &format!("i=0; while [ $i -lt {kills} ]; do sh -c '{HOG}'; i=$((i+1)); done; sleep 3600"),
+    )
+}
+
+/// The kernel's count of OOM kills in container `id` of `pod` (cgroup v1 `memory.oom_control`,
+/// v2 `memory.events`).
+fn kernel_kills(pod: &Pod, id: &str) -> u64 {
+    let parent = pod.spec.cgroup_parent.clone().unwrap_or_default();
+    let v1 = PathBuf::from(format!("/sys/fs/cgroup/memory{parent}/{id}/memory.oom_control"));
+    let v2 = PathBuf::from(format!("/sys/fs/cgroup{parent}/{id}/memory.events"));
+    let text = std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(&v2))
+        .unwrap_or_else(|e| panic!("{} or {}: {e}", v1.display(), v2.display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no oom_kill counter in {text}"))
+}
+
+/// Waits until the kernel has counted `kills` OOM kills in each container.
+async fn wait_for_kernel_kills(pod: &Pod, ids: &[String], kills: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let counts: Vec<u64> = ids.iter().map(|id| kernel_kills(pod, id)).collect();
+        if counts.iter().all(|&c| c >= kills) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the kernel counted {counts:?} kills, expected {kills} each"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Kills the agent attributed to each container: the latest count of each fingerprint,
+/// summed over a container's `OOMKilledChild` and `OOMKilled` findings.
+fn agent_kills(agent: &Agent) -> HashMap<String, u64> {
+    let mut latest: HashMap<(String, String), u64> = HashMap::new();
+    for r in agent.seen() {
+        let f = &r.finding;
+        if !matches!(field(f, "/kind"), "OOMKilledChild" | "OOMKilled") {
+            continue;
+        }
+        let key = (
+            field(f, "/subject/container_id").to_owned(),
+            field(f, "/fingerprint").to_owned(),
+        );
+        let count = f["count"].as_u64().unwrap_or(0);
+        let e = latest.entry(key).or_default();
+        *e = (*e).max(count);
+    }
+    let mut per_container = HashMap::new();
+    for ((id, _), count) in latest {
+        *per_container.entry(id).or_default() += count;
+    }
+    per_container
+}
+
+/// Node-scope OOM findings: kills podmortem could not attribute.
+fn node_scope_kills(agent: &Agent) -> Vec<String> {
+    agent
+        .seen()
+        .iter()
+        .filter(|r| field(&r.finding, "/subject/scope") == "node")
+        .filter(|r| field(&r.finding, "/kind").starts_with("OOM"))
+        .map(|r| field(&r.finding, "/summary").to_owned())
+        .collect()
+}
+
+/// Waits until the agent's counts reach `expected`, or a while after the kernel's counts
+/// settled; returns what it attributed.
+async fn settle(agent: &mut Agent, expected: &HashMap<String, u64>) -> HashMap<String, u64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = agent_kills(agent);
+        if &got == expected || tokio::time::Instant::now() > deadline {
+            return got;
+        }
+        let _ = agent
+            .wait_for("more kills", Duration::from_millis(500), |_| false)
+            .await;
+    }
+}
+
+/// How the kills of the findings seen were placed in their containers (the latest kill of each
+/// finding: a finding may count several).
+fn placed_by(agent: &Agent) -> HashMap<String, usize> {
+    let mut tally = HashMap::new();
+    for r in agent.seen() {
+        if let Some(how) = evidence(&r.finding, "kmsg").and_then(|e| e["attributes"]["placed_by"].as_str()) {
+            *tally.entry(how.to_owned()).or_default() += 1;
+        }
+    }
+    tally
+}
+
+/// Three containers storm under `config`; every kill is counted in its container.
+async fn storm_is_counted_exactly(config: &str) {
+    let (bed, mut agent) = TestBed::start_with_agent(config).await.unwrap();
+    let pod = bed.cri.run_pod(&PodSpec::new("e2e", "storm")).await.unwrap();
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        ids.push(bed.cri.run_container(&pod, &storm(name, KILLS)).await.unwrap());
+    }
+    wait_for_kernel_kills(&pod, &ids, u64::from(KILLS)).await;
+    let expected: HashMap<String, u64> = ids
+        .iter()
+        .map(|id| (id.clone(), kernel_kills(&pod, id)))
+        .collect();
+    let got = settle(&mut agent, &expected).await;
+    let unattributed = node_scope_kills(&agent);
+    println!(
+        "storm: kernel {:?}, podmortem {:?}, node-scope {}, findings {}, placed by {:?}",
+        ids.iter().map(|id| expected[id]).collect::<Vec<_>>(),
+        ids.iter()
+            .map(|id| got.get(id).copied().unwrap_or(0))
+            .collect::<Vec<_>>(),
+        unattributed.len(),
+        agent.seen().len(),
+        placed_by(&agent)
+    );
+    assert!(unattributed.is_empty(), "{unattributed:#?}");
+    assert_eq!(got, expected, "kills per container: podmortem vs the kernel");
+    let log = agent.stderr();
+    assert!(!log.contains("the kernel log was not read"), "{log}");
+    bed.cri.remove_pod(&pod).await.unwrap();
+    let status = agent.stop().await.unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kill_of_a_storm_is_attributed_and_counted_as_the_kernel_counts() {
+    storm_is_counted_exactly("").await;
+}
+
+/// As a DaemonSet pod reads the kernel log: polled through syslog(2), so the victims are gone
+/// when their kills are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_read_through_syslog_is_counted_as_exactly() {
+    storm_is_counted_exactly("kmsg:\n  reader: syslog\n").await;
+}
