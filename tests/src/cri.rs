@@ -382,8 +382,9 @@ impl Cri {
         }
     }
 
-    /// Stops and removes a pod and its containers.
-    pub async fn remove_pod(&self, pod: &Pod) -> Result<()> {
+    /// Stops a pod: its containers are killed (SIGKILL), as kubelet's StopPodSandbox does
+    /// after their grace periods.
+    pub async fn stop_pod(&self, pod: &Pod) -> Result<()> {
         self.client
             .clone()
             .stop_pod_sandbox(cri::StopPodSandboxRequest {
@@ -391,6 +392,12 @@ impl Cri {
             })
             .await
             .context("StopPodSandbox")?;
+        Ok(())
+    }
+
+    /// Stops and removes a pod and its containers.
+    pub async fn remove_pod(&self, pod: &Pod) -> Result<()> {
+        self.stop_pod(pod).await?;
         self.client
             .clone()
             .remove_pod_sandbox(cri::RemovePodSandboxRequest {

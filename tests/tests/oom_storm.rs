@@ -14,6 +14,10 @@ use podmortem_e2e::agent::{evidence, field, Agent};
 use podmortem_e2e::cri::{ContainerSpec, Pod, PodSpec, HOG};
 use podmortem_e2e::TestBed;
 
+/// The kernel log is the node's: a storm of one test would be another's unknown kills, so the
+/// tests of this file take turns.
+static ONE_STORM_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Child kills per container: with three containers, well past the kernel's 10 headers per 5 s.
 const KILLS: u32 = 40;
 const WAIT: Duration = Duration::from_secs(60);
@@ -28,18 +32,24 @@ fn storm(name: &str, kills: u32) -> ContainerSpec {
 }
 
 /// The kernel's count of OOM kills in container `id` of `pod` (cgroup v1 `memory.oom_control`,
-/// v2 `memory.events`).
-fn kernel_kills(pod: &Pod, id: &str) -> u64 {
+/// v2 `memory.events`); `None` once its cgroup is gone.
+fn try_kernel_kills(pod: &Pod, id: &str) -> Option<u64> {
     let parent = pod.spec.cgroup_parent.clone().unwrap_or_default();
     let v1 = PathBuf::from(format!("/sys/fs/cgroup/memory{parent}/{id}/memory.oom_control"));
     let v2 = PathBuf::from(format!("/sys/fs/cgroup{parent}/{id}/memory.events"));
     let text = std::fs::read_to_string(&v1)
         .or_else(|_| std::fs::read_to_string(&v2))
-        .unwrap_or_else(|e| panic!("{} or {}: {e}", v1.display(), v2.display()));
-    text.lines()
+        .ok()?;
+    let count = text
+        .lines()
         .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no oom_kill counter in {text}"))
+        .and_then(|v| v.trim().parse().ok());
+    Some(count.unwrap_or_else(|| panic!("no oom_kill counter in {text}")))
+}
+
+/// The kernel's count of OOM kills in container `id` of `pod`, which must still have its cgroup.
+fn kernel_kills(pod: &Pod, id: &str) -> u64 {
+    try_kernel_kills(pod, id).unwrap_or_else(|| panic!("no memory cgroup for container {id}"))
 }
 
 /// Waits until the kernel has counted `kills` OOM kills in each container.
@@ -58,13 +68,19 @@ async fn wait_for_kernel_kills(pod: &Pod, ids: &[String], kills: u64) {
     }
 }
 
-/// Kills the agent attributed to each container: the latest count of each fingerprint,
-/// summed over a container's `OOMKilledChild` and `OOMKilled` findings.
+/// Kills the agent attributed to each container: the latest count of each `OOMKilledChild`
+/// fingerprint, plus the `OOMKilled` exits whose main process the kernel killed (an exit right
+/// after another process's kill cites that kill, counted already).
 fn agent_kills(agent: &Agent) -> HashMap<String, u64> {
     let mut latest: HashMap<(String, String), u64> = HashMap::new();
     for r in agent.seen() {
         let f = &r.finding;
-        if !matches!(field(f, "/kind"), "OOMKilledChild" | "OOMKilled") {
+        let counted = match field(f, "/kind") {
+            "OOMKilledChild" => true,
+            "OOMKilled" => evidence(f, "kmsg").is_some_and(|k| k["attributes"]["pid"].is_u64()),
+            _ => false,
+        };
+        if !counted {
             continue;
         }
         let key = (
@@ -80,6 +96,26 @@ fn agent_kills(agent: &Agent) -> HashMap<String, u64> {
         *per_container.entry(id).or_default() += count;
     }
     per_container
+}
+
+/// What the agent said about the containers whose counts differ from the kernel's.
+fn mismatches(agent: &Agent, got: &HashMap<String, u64>, expected: &HashMap<String, u64>) -> Vec<String> {
+    agent
+        .seen()
+        .iter()
+        .filter(|r| {
+            let id = field(&r.finding, "/subject/container_id");
+            got.get(id) != expected.get(id)
+        })
+        .map(|r| {
+            format!(
+                "{} count {}: {}",
+                field(&r.finding, "/kind"),
+                r.finding["count"],
+                field(&r.finding, "/summary")
+            )
+        })
+        .collect()
 }
 
 /// Node-scope OOM findings: kills podmortem could not attribute.
@@ -122,6 +158,7 @@ fn placed_by(agent: &Agent) -> HashMap<String, usize> {
 
 /// Three containers storm under `config`; every kill is counted in its container.
 async fn storm_is_counted_exactly(config: &str) {
+    let _turn = ONE_STORM_AT_A_TIME.lock().await;
     let (bed, mut agent) = TestBed::start_with_agent(config).await.unwrap();
     let pod = bed.cri.run_pod(&PodSpec::new("e2e", "storm")).await.unwrap();
     let mut ids = Vec::new();
@@ -146,7 +183,12 @@ async fn storm_is_counted_exactly(config: &str) {
         placed_by(&agent)
     );
     assert!(unattributed.is_empty(), "{unattributed:#?}");
-    assert_eq!(got, expected, "kills per container: podmortem vs the kernel");
+    assert_eq!(
+        got,
+        expected,
+        "kills per container: podmortem vs the kernel; {:#?}",
+        mismatches(&agent, &got, &expected)
+    );
     let log = agent.stderr();
     assert!(!log.contains("the kernel log was not read"), "{log}");
     bed.cri.remove_pod(&pod).await.unwrap();
@@ -164,4 +206,119 @@ async fn every_kill_of_a_storm_is_attributed_and_counted_as_the_kernel_counts() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_read_through_syslog_is_counted_as_exactly() {
     storm_is_counted_exactly("kmsg:\n  reader: syslog\n").await;
+}
+
+/// Reads the kernel's kill counts of `ids` every millisecond until their cgroups are gone
+/// (the pod was removed); the last counts read. A thread of its own: sleeping blocks no runtime.
+#[allow(clippy::disallowed_methods)]
+fn watch_counters_until_gone(pod: Pod, ids: Vec<String>) -> std::thread::JoinHandle<HashMap<String, u64>> {
+    std::thread::spawn(move || {
+        let mut last = HashMap::new();
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            let mut alive = 0;
+            for id in &ids {
+                if let Some(n) = try_kernel_kills(&pod, id) {
+                    last.insert(id.clone(), n);
+                    alive += 1;
+                }
+            }
+            if alive == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        last
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_during_pod_removal_keeps_every_kill_in_its_container() {
+    let _turn = ONE_STORM_AT_A_TIME.lock().await;
+    let (bed, mut agent) = TestBed::start_with_agent("").await.unwrap();
+    let pod = bed.cri.run_pod(&PodSpec::new("e2e", "leaving")).await.unwrap();
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        ids.push(bed.cri.run_container(&pod, &storm(name, 1000)).await.unwrap());
+    }
+    // Removed in the middle of the storm: kills are still coming as the containers go.
+    wait_for_kernel_kills(&pod, &ids, 10).await;
+    let watcher = watch_counters_until_gone(pod.clone(), ids.clone());
+    bed.cri.remove_pod(&pod).await.unwrap();
+    let expected = tokio::task::spawn_blocking(move || watcher.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(expected.len(), ids.len(), "{expected:?}");
+    let got = settle(&mut agent, &expected).await;
+    let unattributed = node_scope_kills(&agent);
+    println!(
+        "storm during removal: kernel {:?}, podmortem {:?}, node-scope {}",
+        ids.iter().map(|id| expected[id]).collect::<Vec<_>>(),
+        ids.iter()
+            .map(|id| got.get(id).copied().unwrap_or(0))
+            .collect::<Vec<_>>(),
+        unattributed.len()
+    );
+    assert!(unattributed.is_empty(), "{unattributed:#?}");
+    assert_eq!(
+        got,
+        expected,
+        "kills per container: podmortem vs the kernel; {:#?}",
+        mismatches(&agent, &got, &expected)
+    );
+    let status = agent.stop().await.unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// CRI marks a container `OOMKilled` once any of its processes was OOM-killed; the SIGKILL of
+/// a later StopPodSandbox is a stop, not an OOM kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_pod_that_had_oom_kills_earlier_is_not_an_oom_kill() {
+    let _turn = ONE_STORM_AT_A_TIME.lock().await;
+    let (bed, mut agent) = TestBed::start_with_agent("cri:\n  resync_interval: 1s\n")
+        .await
+        .unwrap();
+    let pod = bed.cri.run_pod(&PodSpec::new("e2e", "stopped")).await.unwrap();
+    let id = bed.cri.run_container(&pod, &storm("web", 2)).await.unwrap();
+    wait_for_kernel_kills(&pod, std::slice::from_ref(&id), 2).await;
+    let child = agent
+        .wait_for("OOMKilledChild", WAIT, |f| {
+            field(f, "/subject/container_id") == id && field(f, "/kind") == "OOMKilledChild"
+        })
+        .await
+        .unwrap();
+    assert!(
+        field(&child.finding, "/summary").contains("kept running"),
+        "{}",
+        child.finding
+    );
+    // Well after the kills, the pod is stopped: its main process is SIGKILLed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    bed.cri.stop_pod(&pod).await.unwrap();
+    let status = bed.cri.wait_exited(&id, WAIT).await.unwrap();
+    assert_eq!(status.exit_code, 137);
+    assert_eq!(
+        status.reason, "OOMKilled",
+        "what CRI says, and why the agent must not repeat it"
+    );
+    let exit = agent
+        .wait_for("the stop's exit", WAIT, |f| {
+            field(f, "/subject/container_id") == id
+                && matches!(field(f, "/kind"), "ContainerExited" | "OOMKilled")
+        })
+        .await
+        .unwrap();
+    let f = &exit.finding;
+    assert_eq!(field(f, "/kind"), "ContainerExited", "{f}");
+    assert!(field(f, "/summary").contains("killed by SIGKILL"), "{f}");
+    let why = f["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| field(e, "/message").starts_with("not an OOM kill"))
+        .unwrap_or_else(|| panic!("why it is not an OOM kill: {f}"));
+    assert_eq!(why["attributes"]["cri_reason"], "OOMKilled");
+    bed.cri.remove_pod(&pod).await.unwrap();
+    let status = agent.stop().await.unwrap();
+    assert!(status.success(), "{status}");
 }

@@ -519,3 +519,90 @@ fn an_oom_killed_exit_waits_for_the_kernel_report_that_a_polled_log_brings_later
         1
     );
 }
+
+fn kernel_log_read() -> SourceEvent {
+    SourceEvent::Kmsg(KmsgEvent::Checkpoint(crate::sources::kmsg::KmsgPosition {
+        boot_id: "b".into(),
+        seq: 1,
+        syslog: false,
+        usec: None,
+    }))
+}
+
+fn task_oom(id: &str, at: SystemTime) -> SourceEvent {
+    SourceEvent::Containerd(ContainerdEvent::TaskOom {
+        container_id: id.into(),
+        at: Some(at),
+    })
+}
+
+/// CRI keeps `OOMKilled` once any process of the container was OOM-killed: a stop's SIGKILL
+/// seconds later is not an OOM kill when the kernel log says the main process was not killed.
+#[test]
+fn a_stop_after_earlier_child_kills_is_a_sigkill_not_an_oom_kill() {
+    let mut h = Harness::new(t(0));
+    h.feed(kernel_log_read());
+    h.feed(task_oom("c1", t(90)));
+    h.feed(task_exit("c1", 137, 99));
+    let out = h.feed(SourceEvent::CriContainer(Box::new(exited(
+        "c1",
+        137,
+        "OOMKilled",
+        99,
+    ))));
+    assert_eq!(out.len(), 1);
+    let f = &out[0];
+    assert_eq!(f.kind, FindingKind::ContainerExited, "{}", f.summary);
+    assert!(f.summary.contains("was killed by SIGKILL"), "{}", f.summary);
+    let why = f
+        .evidence
+        .iter()
+        .find(|e| e.message.starts_with("not an OOM kill"))
+        .expect("why not");
+    assert_eq!(why.attributes["cri_reason"], "OOMKilled");
+    assert_eq!(why.attributes["main_pid"], 4321);
+
+    // Right after a kill in its cgroup, the container died with it: an OOM kill.
+    let mut h = Harness::new(t(0));
+    h.feed(kernel_log_read());
+    h.feed(task_oom("c2", t(99)));
+    h.feed(task_exit("c2", 137, 99));
+    let out = h.feed(SourceEvent::CriContainer(Box::new(exited(
+        "c2",
+        137,
+        "OOMKilled",
+        99,
+    ))));
+    assert_eq!(out[0].kind, FindingKind::OomKilled, "{}", out[0].summary);
+}
+
+/// A kill whose report the kernel rate-limited names no cgroup: the main process is known by
+/// its pid.
+#[test]
+fn a_main_process_killed_without_the_reports_header_is_known_by_its_pid() {
+    let id = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let mut h = Harness::new(t(0));
+    let mut c = exited(id, 137, "OOMKilled", 99);
+    c.state = ContainerState::Running;
+    c.pid = Some(4321);
+    h.feed(SourceEvent::CriContainer(Box::new(c.clone())));
+    h.feed(SourceEvent::Kmsg(KmsgEvent::OomKill {
+        kill: Box::new(OomKill {
+            pid: 4321,
+            comm: "app".into(),
+            anon_rss_kib: Some(32_000),
+            ..OomKill::default()
+        }),
+        at: Some(t(98)),
+    }));
+    h.feed(task_exit(id, 137, 99));
+    c.state = ContainerState::Exited;
+    let out = h.feed(SourceEvent::CriContainer(Box::new(c)));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].kind, FindingKind::OomKilled, "{}", out[0].summary);
+    assert!(
+        out[0].summary.contains("killed pid 4321 (app)"),
+        "{}",
+        out[0].summary
+    );
+}

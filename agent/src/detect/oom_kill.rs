@@ -10,7 +10,7 @@
 //! A kill in a container's cgroup is held for `child_grace`: if the container's main process
 //! exits meanwhile (or was the victim), the exit detector reports it as `OOMKilled`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -115,9 +115,6 @@ pub struct OomKillDetector {
     task_ooms: HashMap<String, VecDeque<(SystemTime, SystemTime)>>,
     /// Containers whose main process exited recently, and when.
     exits: HashMap<String, SystemTime>,
-    /// Containers whose main process exited by SIGKILL with no kernel report of its kill yet:
-    /// one kill their counter counts is the exit detector's `OOMKilled`.
-    killed_mains: HashSet<String>,
     /// The kernel's own kill counts per container.
     ledger: OomLedger,
     /// The containers the ledger accounts for, as last known (they may be removed before their
@@ -137,7 +134,6 @@ impl OomKillDetector {
             pending: Vec::new(),
             task_ooms: HashMap::new(),
             exits: HashMap::new(),
-            killed_mains: HashSet::new(),
             ledger: OomLedger::default(),
             known: HashMap::new(),
             started: None,
@@ -176,9 +172,6 @@ impl OomKillDetector {
         if let Some((c, _)) = &placed {
             self.ledger.explain(&c.id);
             task_oom = self.take_task_oom(&c.id, at.unwrap_or(cx.now));
-            if c.pid == Some(kill.pid) {
-                self.killed_mains.remove(&c.id);
-            }
         }
         let mut pending = PendingKill {
             kill: Box::new(kill.clone()),
@@ -189,7 +182,7 @@ impl OomKillDetector {
         };
         if self.pending.len() >= MAX_PENDING {
             self.place(&mut pending, cx);
-            self.resolve(&pending, false, cx, out);
+            self.resolve(&pending, cx, out);
         } else {
             self.pending.push(pending);
         }
@@ -244,7 +237,7 @@ impl OomKillDetector {
 
     /// Places a kill the kernel log did not place: in the container whose counter counted a
     /// kill not placed yet (the oldest such count first, then the `TaskOOM` nearest the kill),
-    /// else in the container of a `TaskOOM` at the kill whose counter cannot be read.
+    /// else in the container of the `TaskOOM` nearest the kill, within [`TASK_OOM_WINDOW`].
     fn place(&mut self, p: &mut PendingKill, cx: &Context<'_>) {
         if p.placed.is_some() || p.kill.task_memcg.is_some() {
             return;
@@ -269,10 +262,11 @@ impl OomKillDetector {
             p.placed = self.container(&id, cx).map(|c| (c.clone(), Placed::Counter));
             return;
         }
+        // No counter counted it (the cgroup may be gone before it was read): the TaskOOM
+        // nearest the kill.
         let by_task_oom = self
             .task_ooms
             .iter()
-            .filter(|(id, _)| !self.ledger.knows(id))
             .filter_map(|(id, q)| Some((q.iter().map(|(t, _)| distance(*t, at)).min()?, id)))
             .filter(|(d, _)| *d <= TASK_OOM_WINDOW)
             .min()
@@ -291,18 +285,9 @@ impl OomKillDetector {
             .partition(|p| due(p.received));
         self.pending = waiting;
         let mut found = Vec::new();
-        let mut ready = ready;
-        for p in &mut ready {
-            self.place(p, cx);
-        }
-        for p in &ready {
-            // A main process that exited right after several kills died with the last one.
-            let later = |q: &PendingKill| {
-                q.placed.as_ref().map(|(c, _)| &c.id) == p.placed.as_ref().map(|(c, _)| &c.id)
-                    && q.at.unwrap_or(q.received) > p.at.unwrap_or(p.received)
-            };
-            let superseded = ready.iter().chain(self.pending.iter()).any(later);
-            self.resolve(p, superseded, cx, &mut found);
+        for mut p in ready {
+            self.place(&mut p, cx);
+            self.resolve(&p, cx, &mut found);
         }
         // TaskOOMs no kill claimed: where a counter is read, it tells the kills; elsewhere the
         // TaskOOM is all there is.
@@ -338,14 +323,7 @@ impl OomKillDetector {
             cx.now.checked_sub(grace.saturating_add(COUNTER_SLACK))
         };
         let unexplained = counted_before.map_or_else(Vec::new, |before| self.ledger.take_unexplained(before));
-        for mut u in unexplained {
-            // The exit detector reports a main process's SIGKILL exit as the OOMKilled.
-            if self.killed_mains.remove(&u.container_id) {
-                u.kills -= 1;
-            }
-            if u.kills == 0 {
-                continue;
-            }
+        for u in unexplained {
             if let Some(c) = self.container(&u.container_id, cx) {
                 found.push(counted_only(c, &u, self.kernel_log_read, cx));
             }
@@ -354,7 +332,6 @@ impl OomKillDetector {
         self.exits
             .retain(|_, t| cx.now.duration_since(*t).map_or(true, |d| d < EXIT_MEMORY));
         let exits = &self.exits;
-        self.killed_mains.retain(|id| exits.contains_key(id));
         let pending = &self.pending;
         let inventory = cx.inventory;
         let keep = |id: &str| {
@@ -369,9 +346,9 @@ impl OomKillDetector {
         self.known.retain(|id, _| ledger.knows(id));
     }
 
-    /// Whether container `c` kept running after the kill of `victim` (pid, when): the victim
-    /// was not its main process and the main process did not exit with it. Without a victim:
-    /// whether it runs now.
+    /// Whether container `c` runs (without a victim), or kept running after the kill of
+    /// `victim` (pid, when): the victim was not its main process and the main process did not
+    /// exit right after.
     fn kept_running(&self, c: &ContainerInfo, victim: Option<(u32, SystemTime)>, cx: &Context<'_>) -> bool {
         if victim.is_some_and(|(pid, _)| c.pid == Some(pid)) {
             return false;
@@ -386,18 +363,18 @@ impl OomKillDetector {
         }
     }
 
-    /// Reports kill `p`; `superseded`: a later kill in the same container followed it.
-    fn resolve(&self, p: &PendingKill, superseded: bool, cx: &Context<'_>, out: &mut Vec<Finding>) {
+    /// Reports kill `p`: every kill but a main process's, which is the exit detector's
+    /// `OOMKilled`.
+    fn resolve(&self, p: &PendingKill, cx: &Context<'_>, out: &mut Vec<Finding>) {
         let Some((c, how)) = &p.placed else {
             out.push(unattributed(&p.kill, p.at, cx));
             return;
         };
-        // The main process died: the exit detector reports the `OOMKilled`.
-        let main_killed = c.pid == Some(p.kill.pid);
-        let victim = Some((p.kill.pid, p.at.unwrap_or(p.received)));
-        if !main_killed && (superseded || self.kept_running(c, victim, cx)) {
-            out.push(child_kill(c, p, *how, cx));
+        if c.pid == Some(p.kill.pid) {
+            return;
         }
+        let kept_running = self.kept_running(c, Some((p.kill.pid, p.at.unwrap_or(p.received))), cx);
+        out.push(child_kill(c, p, *how, kept_running, cx));
     }
 }
 
@@ -453,7 +430,13 @@ fn merge(found: Vec<Finding>) -> Vec<Finding> {
         .collect()
 }
 
-fn child_kill(c: &ContainerInfo, p: &PendingKill, how: Placed, cx: &Context<'_>) -> Finding {
+fn child_kill(
+    c: &ContainerInfo,
+    p: &PendingKill,
+    how: Placed,
+    kept_running: bool,
+    cx: &Context<'_>,
+) -> Finding {
     let k = &p.kill;
     let at = p.at.unwrap_or(p.received);
     let mut f = Finding::new(
@@ -464,9 +447,14 @@ fn child_kill(c: &ContainerInfo, p: &PendingKill, how: Placed, cx: &Context<'_>)
         &[cx.node, &c.pod.namespace, &c.pod.name, c.identity_name(), &k.comm],
     );
     f.summary = format!(
-        "a process of container {} in pod {} was OOM-killed and the container kept running: the kernel killed pid {} ({}) holding {} at {}",
+        "a process of container {} in pod {} was OOM-killed and the container {}: the kernel killed pid {} ({}) holding {} at {}",
         or_unknown(&c.name),
         c.pod.display(),
+        if kept_running {
+            "kept running"
+        } else {
+            "stopped right after (its main process was not the victim)"
+        },
         k.pid,
         k.comm,
         rss_words(k),
@@ -745,18 +733,11 @@ impl Detector for OomKillDetector {
             SourceEvent::Containerd(ContainerdEvent::TaskExit {
                 container_id,
                 exec_id,
-                pid,
-                exit_status,
                 exited_at,
+                ..
             }) if (exec_id.is_empty() || exec_id == container_id) && self.exits.len() < MAX_PENDING * 4 => {
                 self.exits
                     .insert(container_id.clone(), exited_at.unwrap_or(cx.now));
-                let main_kill_seen = self.pending.iter().any(|p| {
-                    p.kill.pid == *pid && p.placed.as_ref().is_some_and(|(c, _)| &c.id == container_id)
-                });
-                if *exit_status == 137 && !main_kill_seen {
-                    self.killed_mains.insert(container_id.clone());
-                }
             }
             SourceEvent::Memory(snapshot) => self.on_memory(snapshot, cx),
             _ => {}

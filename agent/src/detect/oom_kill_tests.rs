@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use super::*;
@@ -129,7 +130,7 @@ fn a_killed_worker_in_a_running_container_is_a_child_kill_against_the_pod_limit(
 }
 
 #[test]
-fn the_main_process_or_an_exit_within_the_grace_leaves_it_to_the_exit_detector() {
+fn the_main_process_is_left_to_the_exit_detector_and_a_child_it_died_with_is_a_child_kill() {
     let mut h = Harness::new(vec![running(100)]);
     h.event(kmsg(kill(100, OomScope::Memcg)), 5);
     assert!(h.tick(3000).is_empty(), "main process killed");
@@ -144,7 +145,13 @@ fn the_main_process_or_an_exit_within_the_grace_leaves_it_to_the_exit_detector()
         exited_at: Some(t(50)),
     };
     h.event(SourceEvent::Containerd(exit), 50);
-    assert!(h.tick(3000).is_empty(), "the container died with its child");
+    let out = h.tick(3000);
+    assert_eq!(out.len(), 1, "the child's kill is counted where it happened");
+    assert!(
+        out[0].summary.contains("stopped right after"),
+        "the container died with its child: {}",
+        out[0].summary
+    );
 }
 
 #[test]
@@ -209,4 +216,195 @@ fn without_the_kernel_log_a_task_oom_in_a_running_container_still_counts() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].kind, FindingKind::OomKilledChild);
     assert!(out[0].summary.contains("victim is unknown"), "{}", out[0].summary);
+}
+
+const OTHER: &str = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
+
+fn running_other(pid: u32) -> ContainerInfo {
+    let mut c = running(pid);
+    c.id = OTHER.into();
+    c.name = "worker".into();
+    c
+}
+
+/// A kill as the kernel prints it when its header is rate-limited: `Killed process N` only.
+fn headerless(pid: u32) -> OomKill {
+    OomKill {
+        seq: 30,
+        first_seq: 30,
+        scope: Some(OomScope::Memcg),
+        pid,
+        comm: "sh".into(),
+        anon_rss_kib: Some(32_000),
+        ..OomKill::default()
+    }
+}
+
+fn counters(at_ms: u64, counts: &[(&str, u64)]) -> SourceEvent {
+    use crate::sources::cgroup::{CgroupVersion, MemoryStats};
+    use crate::sources::memory::{ContainerMemory, MemorySnapshot};
+    SourceEvent::Memory(Box::new(MemorySnapshot {
+        at: t(at_ms),
+        containers: counts
+            .iter()
+            .map(|(id, n)| ContainerMemory {
+                container_id: (*id).to_owned(),
+                cgroup: format!("/k8s.io/{id}"),
+                stats: MemoryStats {
+                    version: CgroupVersion::V1,
+                    usage_bytes: 1 << 20,
+                    limit_bytes: Some(32 << 20),
+                    peak_bytes: None,
+                    inactive_file_bytes: None,
+                    failcnt: None,
+                    oom: None,
+                    oom_kill: Some(*n),
+                    oom_group_kill: None,
+                    max_events: None,
+                    high_events: None,
+                    under_oom: None,
+                    pressure: None,
+                },
+            })
+            .collect(),
+        node: None,
+    }))
+}
+
+fn task_oom_of(id: &str, ms: u64) -> SourceEvent {
+    SourceEvent::Containerd(ContainerdEvent::TaskOom {
+        container_id: id.into(),
+        at: Some(t(ms)),
+    })
+}
+
+fn kmsg_at(k: OomKill, ms: u64) -> SourceEvent {
+    SourceEvent::Kmsg(KmsgEvent::OomKill {
+        kill: Box::new(k),
+        at: Some(t(ms)),
+    })
+}
+
+fn container_of(f: &Finding) -> &str {
+    match &f.subject {
+        Subject::Container { container_id, .. } => container_id,
+        Subject::Node { .. } => "node",
+    }
+}
+
+#[test]
+fn kills_without_a_cgroup_go_where_the_counters_rose_and_are_counted_exactly() {
+    let mut h = Harness::new(vec![running(100), running_other(300)]);
+    h.event(counters(0, &[(ID, 0), (OTHER, 0)]), 0);
+    // Two kills in ID and one in OTHER, none of them naming a cgroup.
+    h.event(kmsg_at(headerless(201), 10), 10);
+    h.event(task_oom_of(ID, 11), 11);
+    h.event(kmsg_at(headerless(301), 20), 20);
+    h.event(task_oom_of(OTHER, 21), 21);
+    h.event(counters(25, &[(ID, 1), (OTHER, 1)]), 25);
+    h.event(kmsg_at(headerless(202), 40), 40);
+    h.event(task_oom_of(ID, 41), 41);
+    h.event(counters(45, &[(ID, 2), (OTHER, 1)]), 45);
+    let out = h.tick(1100);
+    let mut per: HashMap<&str, u64> = HashMap::new();
+    for f in &out {
+        assert_eq!(f.kind, FindingKind::OomKilledChild, "{}", f.summary);
+        *per.entry(container_of(f)).or_default() += f.count;
+    }
+    assert_eq!(per, HashMap::from([(ID, 2), (OTHER, 1)]), "{out:#?}");
+    let merged = out.iter().find(|f| container_of(f) == ID).unwrap();
+    assert!(merged.summary.contains("2 such kills"), "{}", merged.summary);
+    assert_eq!(merged.evidence[0].attributes["placed_by"], "cgroup_counter");
+    // Nothing is left to report from the counters.
+    assert!(h.tick(10_000).is_empty());
+}
+
+#[test]
+fn a_headerless_kill_of_a_main_process_is_known_by_its_pid() {
+    let mut h = Harness::new(vec![running(100)]);
+    h.event(counters(0, &[(ID, 0)]), 0);
+    h.event(kmsg_at(headerless(100), 10), 10);
+    h.event(counters(20, &[(ID, 1)]), 20);
+    assert!(h.tick(1100).is_empty(), "the exit detector's OOMKilled");
+    assert!(
+        h.tick(10_000).is_empty(),
+        "and not a kill the counter counted alone"
+    );
+}
+
+#[test]
+fn a_kill_is_placed_at_once_so_a_container_removed_within_the_grace_keeps_it() {
+    let mut h = Harness::new(vec![running(100)]);
+    h.event(kmsg(kill(200, OomScope::Memcg)), 5);
+    h.inv.apply(
+        &SourceEvent::Containerd(ContainerdEvent::ContainerDelete { id: ID.into() }),
+        t(50),
+    );
+    h.event(
+        SourceEvent::Containerd(ContainerdEvent::ContainerDelete { id: ID.into() }),
+        50,
+    );
+    let out = h.tick(1100);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].kind, FindingKind::OomKilledChild);
+    assert_eq!(container_of(&out[0]), ID);
+}
+
+#[test]
+fn with_no_counter_a_task_oom_at_the_kill_places_it() {
+    let mut h = Harness::new(vec![running(100)]);
+    h.event(kmsg_at(headerless(201), 10), 10);
+    h.event(task_oom_of(ID, 12), 12);
+    let out = h.tick(1100);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(container_of(&out[0]), ID);
+    assert_eq!(out[0].evidence[0].attributes["placed_by"], "task_oom");
+    // A TaskOOM far from any kill places nothing.
+    let mut h = Harness::new(vec![running(100)]);
+    h.event(task_oom_of(ID, 12), 12);
+    h.event(kmsg_at(headerless(201), 5_000), 5_000);
+    let out = h.tick(6_100);
+    assert!(
+        out.iter().any(|f| matches!(f.subject, Subject::Node { .. })),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn a_rise_no_kernel_report_explains_is_reported_from_the_counter() {
+    let mut h = Harness::new(vec![running(100)]);
+    h.event(
+        SourceEvent::Kmsg(KmsgEvent::Checkpoint(crate::sources::kmsg::KmsgPosition {
+            boot_id: "b".into(),
+            seq: 1,
+            syslog: false,
+            usec: None,
+        })),
+        0,
+    );
+    h.event(counters(0, &[(ID, 0)]), 0);
+    h.event(task_oom_of(ID, 10), 10);
+    h.event(counters(20, &[(ID, 3)]), 20);
+    assert!(h.tick(1100).is_empty(), "the kernel log may still report them");
+    let out = h.tick(3100);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let f = &out[0];
+    assert_eq!((f.kind, f.count), (FindingKind::OomKilledChild, 3));
+    assert!(f.summary.contains("killed 3 processes"), "{}", f.summary);
+    assert!(
+        f.summary.contains("overwritten"),
+        "the log was read: {}",
+        f.summary
+    );
+    assert_eq!(f.evidence[0].attributes["unexplained_kills"], 3);
+}
+
+#[test]
+fn kills_counted_before_podmortem_watched_are_not_reported() {
+    let mut c = running(100);
+    // Created before the detector's first event.
+    c.created_at = Some(t(0));
+    let mut h = Harness::new(vec![c]);
+    h.event(counters(1000, &[(ID, 57)]), 1000);
+    assert!(h.tick(10_000).is_empty());
 }
