@@ -23,6 +23,7 @@ pub mod http;
 pub mod image;
 pub mod loopfs;
 pub mod otlp_receiver;
+pub mod storm;
 
 /// Errors of the test bed: a message saying what failed and why.
 #[derive(Debug, thiserror::Error)]

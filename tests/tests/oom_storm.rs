@@ -7,11 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use podmortem_e2e::agent::{evidence, field, Agent};
-use podmortem_e2e::cri::{ContainerSpec, Pod, PodSpec, HOG};
+use podmortem_e2e::agent::{field, Agent};
+use podmortem_e2e::cri::{Pod, PodSpec};
+use podmortem_e2e::storm::{self, node_scope_kills, placed_by, reported_kills, storm};
 use podmortem_e2e::TestBed;
 
 /// The kernel log is the node's: a storm of one test would be another's unknown kills, so the
@@ -22,34 +22,9 @@ static ONE_STORM_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_n
 const KILLS: u32 = 40;
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A container whose shell forks [`HOG`] `kills` times; each child is OOM-killed, the shell
-/// carries on, then sleeps.
-fn storm(name: &str, kills: u32) -> ContainerSpec {
-    ContainerSpec::limited(
-        name,
-        &format!("i=0; while [ $i -lt {kills} ]; do sh -c '{HOG}'; i=$((i+1)); done; sleep 3600"),
-    )
-}
-
-/// The kernel's count of OOM kills in container `id` of `pod` (cgroup v1 `memory.oom_control`,
-/// v2 `memory.events`); `None` once its cgroup is gone.
-fn try_kernel_kills(pod: &Pod, id: &str) -> Option<u64> {
-    let parent = pod.spec.cgroup_parent.clone().unwrap_or_default();
-    let v1 = PathBuf::from(format!("/sys/fs/cgroup/memory{parent}/{id}/memory.oom_control"));
-    let v2 = PathBuf::from(format!("/sys/fs/cgroup{parent}/{id}/memory.events"));
-    let text = std::fs::read_to_string(&v1)
-        .or_else(|_| std::fs::read_to_string(&v2))
-        .ok()?;
-    let count = text
-        .lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|v| v.trim().parse().ok());
-    Some(count.unwrap_or_else(|| panic!("no oom_kill counter in {text}")))
-}
-
 /// The kernel's count of OOM kills in container `id` of `pod`, which must still have its cgroup.
 fn kernel_kills(pod: &Pod, id: &str) -> u64 {
-    try_kernel_kills(pod, id).unwrap_or_else(|| panic!("no memory cgroup for container {id}"))
+    storm::kernel_kills(pod, id).unwrap_or_else(|| panic!("no oom_kill counter for container {id}"))
 }
 
 /// Waits until the kernel has counted `kills` OOM kills in each container.
@@ -66,36 +41,6 @@ async fn wait_for_kernel_kills(pod: &Pod, ids: &[String], kills: u64) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Kills the agent attributed to each container: the latest count of each `OOMKilledChild`
-/// fingerprint, plus the `OOMKilled` exits whose main process the kernel killed (an exit right
-/// after another process's kill cites that kill, counted already).
-fn agent_kills(agent: &Agent) -> HashMap<String, u64> {
-    let mut latest: HashMap<(String, String), u64> = HashMap::new();
-    for r in agent.seen() {
-        let f = &r.finding;
-        let counted = match field(f, "/kind") {
-            "OOMKilledChild" => true,
-            "OOMKilled" => evidence(f, "kmsg").is_some_and(|k| k["attributes"]["pid"].is_u64()),
-            _ => false,
-        };
-        if !counted {
-            continue;
-        }
-        let key = (
-            field(f, "/subject/container_id").to_owned(),
-            field(f, "/fingerprint").to_owned(),
-        );
-        let count = f["count"].as_u64().unwrap_or(0);
-        let e = latest.entry(key).or_default();
-        *e = (*e).max(count);
-    }
-    let mut per_container = HashMap::new();
-    for ((id, _), count) in latest {
-        *per_container.entry(id).or_default() += count;
-    }
-    per_container
 }
 
 /// What the agent said about the containers whose counts differ from the kernel's.
@@ -118,23 +63,12 @@ fn mismatches(agent: &Agent, got: &HashMap<String, u64>, expected: &HashMap<Stri
         .collect()
 }
 
-/// Node-scope OOM findings: kills podmortem could not attribute.
-fn node_scope_kills(agent: &Agent) -> Vec<String> {
-    agent
-        .seen()
-        .iter()
-        .filter(|r| field(&r.finding, "/subject/scope") == "node")
-        .filter(|r| field(&r.finding, "/kind").starts_with("OOM"))
-        .map(|r| field(&r.finding, "/summary").to_owned())
-        .collect()
-}
-
 /// Waits until the agent's counts reach `expected`, or a while after the kernel's counts
 /// settled; returns what it attributed.
 async fn settle(agent: &mut Agent, expected: &HashMap<String, u64>) -> HashMap<String, u64> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let got = agent_kills(agent);
+        let got = reported_kills(agent);
         if &got == expected || tokio::time::Instant::now() > deadline {
             return got;
         }
@@ -142,18 +76,6 @@ async fn settle(agent: &mut Agent, expected: &HashMap<String, u64>) -> HashMap<S
             .wait_for("more kills", Duration::from_millis(500), |_| false)
             .await;
     }
-}
-
-/// How the kills of the findings seen were placed in their containers (the latest kill of each
-/// finding: a finding may count several).
-fn placed_by(agent: &Agent) -> HashMap<String, usize> {
-    let mut tally = HashMap::new();
-    for r in agent.seen() {
-        if let Some(how) = evidence(&r.finding, "kmsg").and_then(|e| e["attributes"]["placed_by"].as_str()) {
-            *tally.entry(how.to_owned()).or_default() += 1;
-        }
-    }
-    tally
 }
 
 /// Three containers storm under `config`; every kill is counted in its container.
@@ -218,7 +140,7 @@ fn watch_counters_until_gone(pod: Pod, ids: Vec<String>) -> std::thread::JoinHan
         while std::time::Instant::now() < deadline {
             let mut alive = 0;
             for id in &ids {
-                if let Some(n) = try_kernel_kills(&pod, id) {
+                if let Some(n) = storm::kernel_kills(&pod, id) {
                     last.insert(id.clone(), n);
                     alive += 1;
                 }

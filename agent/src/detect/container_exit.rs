@@ -340,6 +340,11 @@ impl ContainerExitDetector {
         let mut f = Finding::new(kind, severity, Subject::container(cx.node, c), at, &identity);
         let kill = kill.map(|k| &*k.kill);
         f.summary = summary(c, &cause, oom_killed, kill);
+        if oom_killed && kill.is_none() && died_with_child && self.kernel_log_read {
+            f.summary.push_str(
+                ": it exited right after the OOM killer killed another of its processes (see OOMKilledChild)",
+            );
+        }
         f.hint = hint(c, &cause, oom_killed, kill);
         if let Some(a) = attribution.filter(|a| !a.what.is_empty()) {
             f.summary = format!("{}: {}", f.summary, a.what);

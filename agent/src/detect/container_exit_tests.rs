@@ -574,6 +574,13 @@ fn a_stop_after_earlier_child_kills_is_a_sigkill_not_an_oom_kill() {
         99,
     ))));
     assert_eq!(out[0].kind, FindingKind::OomKilled, "{}", out[0].summary);
+    assert!(
+        out[0]
+            .summary
+            .contains("right after the OOM killer killed another"),
+        "{}",
+        out[0].summary
+    );
 }
 
 /// A kill whose report the kernel rate-limited names no cgroup: the main process is known by

@@ -7,8 +7,15 @@
 //!   at that moment (the kernel's task table) and the node's memory reading.
 //! - `OOMKilled` about the node: a kill in a memory cgroup that belongs to no known container.
 //!
-//! A kill in a container's cgroup is held for `child_grace`: if the container's main process
-//! exits meanwhile (or was the victim), the exit detector reports it as `OOMKilled`.
+//! Every kill is placed in its container when it arrives (the container may be removed
+//! before it is reported): by the memory cgroup the report names, or, since the kernel prints
+//! that part of its reports at most 10 times per 5 s, by the victim's `/proc/<pid>/cgroup`
+//! (read by the source), the container's main pid, the cgroups' `oom_kill` counters (see
+//! [`oom_ledger`](super::oom_ledger)) or containerd's `TaskOOM` at the kill. A kill is held for
+//! `child_grace`, so that the counters and `TaskOOM` arrive and the kills of one container are
+//! one finding counting them. A kill of a main process is the exit detector's `OOMKilled`;
+//! every other kill is an `OOMKilledChild`, also when the container stops right after it. Per
+//! container, the kills reported add up to what its counter counted while podmortem watched.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
@@ -239,7 +246,24 @@ impl OomKillDetector {
     /// kill not placed yet (the oldest such count first, then the `TaskOOM` nearest the kill),
     /// else in the container of the `TaskOOM` nearest the kill, within [`TASK_OOM_WINDOW`].
     fn place(&mut self, p: &mut PendingKill, cx: &Context<'_>) {
-        if p.placed.is_some() || p.kill.task_memcg.is_some() {
+        if p.placed.is_some() {
+            return;
+        }
+        if let Some(id) = kill_container_id(&p.kill) {
+            // A container the inventory learnt of during the grace (killed as it started).
+            if let Some(c) = self.container(id, cx).cloned() {
+                self.ledger.explain(&c.id);
+                p.task_oom = self.take_task_oom(&c.id, p.at.unwrap_or(p.received));
+                let how = if p.kill.memcg_from_procfs {
+                    Placed::Procfs
+                } else {
+                    Placed::Report
+                };
+                p.placed = Some((c, how));
+            }
+            return;
+        }
+        if p.kill.task_memcg.is_some() {
             return;
         }
         let at = p.at.unwrap_or(p.received);

@@ -408,3 +408,15 @@ fn kills_counted_before_podmortem_watched_are_not_reported() {
     h.event(counters(1000, &[(ID, 57)]), 1000);
     assert!(h.tick(10_000).is_empty());
 }
+
+#[test]
+fn a_container_the_inventory_learns_of_during_the_grace_gets_its_kill() {
+    let mut h = Harness::new(vec![]);
+    h.event(kmsg(kill(200, OomScope::Memcg)), 5);
+    h.inv
+        .apply(&SourceEvent::CriContainer(Box::new(running(100))), t(300));
+    let out = h.tick(1100);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].kind, FindingKind::OomKilledChild);
+    assert_eq!(container_of(&out[0]), ID);
+}

@@ -42,6 +42,9 @@ struct Account {
     ahead: u64,
     /// Kills counted and not placed yet, oldest first.
     unexplained: VecDeque<Rise>,
+    /// Whether the counter has been read (an account opened by a kill placed before any
+    /// reading has no baseline yet).
+    read: bool,
 }
 
 impl Account {
@@ -90,13 +93,23 @@ impl OomLedger {
             .accounts
             .entry(container_id.to_owned())
             .or_insert_with(|| Account {
-                baseline: if created_while_watching { 0 } else { counter },
-                counted: if created_while_watching { 0 } else { counter },
-                // A container already running when podmortem started: kills placed before its
-                // first reading are in the baseline.
+                baseline: 0,
+                counted: 0,
                 ahead: 0,
                 unexplained: VecDeque::new(),
+                read: false,
             });
+        if !account.read {
+            account.read = true;
+            if !created_while_watching {
+                // Already running when podmortem started: what the counter holds, the kills
+                // placed before this reading among it, was counted before it watched.
+                account.baseline = counter;
+                account.counted = counter;
+                account.ahead = 0;
+                return;
+            }
+        }
         if counter < account.counted {
             // A new cgroup under the same name: start over.
             account.baseline = counter;
@@ -125,7 +138,7 @@ impl OomLedger {
 
     /// Whether container `id`'s counter has been read.
     pub fn knows(&self, id: &str) -> bool {
-        self.accounts.contains_key(id)
+        self.accounts.get(id).is_some_and(|a| a.read)
     }
 
     /// Kills counted in container `id` and not placed yet.
@@ -158,6 +171,7 @@ impl OomLedger {
                         counted: 0,
                         ahead: 1,
                         unexplained: VecDeque::new(),
+                        read: false,
                     },
                 );
             }
@@ -195,11 +209,6 @@ impl OomLedger {
         }
         out.sort_by_key(|u| u.first_seen);
         out
-    }
-
-    /// The kills container `id`'s counter counted since podmortem watched it, if it was read.
-    pub fn counted(&self, id: &str) -> Option<u64> {
-        self.accounts.get(id).map(|a| a.counted - a.baseline)
     }
 
     /// Forgets the containers for which `keep` is false and that hold nothing unexplained.
@@ -253,7 +262,6 @@ mod tests {
         l.explain("a");
         assert_eq!(l.surplus("a"), 0);
         assert!(l.take_unexplained(t(1000)).is_empty());
-        assert_eq!(l.counted("a"), Some(3));
     }
 
     #[test]
@@ -281,7 +289,6 @@ mod tests {
         assert_eq!(l.surplus("old"), 0);
         l.reading("old", 301, t(10), false);
         assert_eq!(l.surplus("old"), 1);
-        assert_eq!(l.counted("old"), Some(1));
         // A container created while watching: its first reading's kills count.
         l.reading("new", 2, t(0), true);
         assert_eq!(l.surplus("new"), 2);
@@ -294,10 +301,18 @@ mod tests {
     fn a_kill_placed_before_any_reading_is_not_counted_twice() {
         let mut l = OomLedger::default();
         l.explain("a");
+        assert!(!l.knows("a"), "not read yet");
         l.reading("a", 1, t(10), true);
         assert_eq!(l.surplus("a"), 0);
         assert!(l.knows("a"));
         assert!(!l.knows("b"));
+        // A container that ran before podmortem: a kill replayed from the kernel log before
+        // its first reading is in that reading's count, not a rise.
+        l.explain("old");
+        l.reading("old", 300, t(10), false);
+        assert_eq!(l.surplus("old"), 0);
+        l.reading("old", 301, t(20), false);
+        assert_eq!(l.surplus("old"), 1);
     }
 
     #[test]

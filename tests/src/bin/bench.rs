@@ -16,9 +16,15 @@
 //!   a real OTLP gRPC collector on loopback, with the default `batch_delay` (200 ms) and with
 //!   none.
 //!
+//! - OOM storm: three containers whose children are OOM-killed in a loop, as fast as the kernel
+//!   goes, for `BENCH_STORM_SECONDS`; the kills the kernel's counters counted in each container
+//!   against those the agent reported, the kills it could not place, how many findings carried
+//!   them, and the agent's CPU, with each kernel log reader.
+//!
 //! Environment: `PODMORTEM_BIN` (the agent to measure, release build by `make bench`),
 //! `BENCH_EXITS` (default 40), `BENCH_CONTAINERS` (default 50), `BENCH_EROFS_SECONDS`
-//! (default 10), `BENCH_OTLP_FINDINGS` (default 20).
+//! (default 10), `BENCH_OTLP_FINDINGS` (default 20), `BENCH_STORM_SECONDS` (default 30);
+//! `BENCH_ONLY=box` or `BENCH_ONLY=storm` for one part alone.
 
 use std::time::Duration;
 
@@ -78,8 +84,10 @@ async fn bench() -> Result<()> {
     let exits = env_usize("BENCH_EXITS", 40);
     let containers = env_usize("BENCH_CONTAINERS", 50);
     // BENCH_ONLY=box: only the image in its container.
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("box") {
-        return in_a_box(containers).await;
+    match std::env::var("BENCH_ONLY").as_deref() {
+        Ok("box") => return in_a_box(containers).await,
+        Ok("storm") => return oom_storms().await,
+        _ => {}
     }
     let bed = TestBed::start().await?;
     let config = bed.containerd.dir().join("bench.yaml");
@@ -161,7 +169,84 @@ async fn bench() -> Result<()> {
 
     otlp_latency(&bed).await?;
     drop(bed);
+    oom_storms().await?;
     in_a_box(containers).await
+}
+
+/// The OOM storm with each kernel log reader.
+async fn oom_storms() -> Result<()> {
+    let seconds = u64::try_from(env_usize("BENCH_STORM_SECONDS", 30)).unwrap_or(30);
+    for (reader, config) in [("/dev/kmsg", ""), ("syslog(2)", "kmsg:\n  reader: syslog\n")] {
+        oom_storm(reader, config, seconds).await?;
+    }
+    Ok(())
+}
+
+/// Three containers storm for `seconds` under an agent configured with `config`.
+async fn oom_storm(reader: &str, config: &str, seconds: u64) -> Result<()> {
+    use podmortem_e2e::storm;
+    let (bed, mut agent) = TestBed::start_with_agent(config).await?;
+    let pid = agent.pid().ok_or_else(|| err("agent exited"))?;
+    let pod = bed.cri.run_pod(&PodSpec::new("bench", "storm")).await?;
+    let (_, cpu_before) = footprint(pid)?;
+    let started = tokio::time::Instant::now();
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        ids.push(
+            bed.cri
+                .run_container(&pod, &storm::timed_storm(name, seconds))
+                .await?,
+        );
+    }
+    // The storm is over when no counter has moved for 2 s.
+    let mut counts: Vec<u64> = Vec::new();
+    let mut still = 0;
+    while still < 4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now: Vec<u64> = ids
+            .iter()
+            .map(|id| storm::kernel_kills(&pod, id).unwrap_or(0))
+            .collect();
+        still = if now == counts && started.elapsed() > Duration::from_secs(seconds) {
+            still + 1
+        } else {
+            0
+        };
+        counts = now;
+    }
+    let stormed = started.elapsed();
+    let (_, cpu_after) = footprint(pid)?;
+    let expected: Vec<u64> = counts.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut reported;
+    loop {
+        let got = storm::reported_kills(&agent);
+        reported = ids
+            .iter()
+            .map(|id| got.get(id).copied().unwrap_or(0))
+            .collect::<Vec<_>>();
+        if reported == expected || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        let _ = agent
+            .wait_for("more kills", Duration::from_millis(500), |_| false)
+            .await;
+    }
+    println!(
+        "OOM storm, kernel log through {reader}, {:.0} s: kernel counted {:?} = {} kills, podmortem reported {:?} = {}, {} not placed in a container, {} findings, last kill of each placed by {:?}, agent CPU {:.2}% of one core",
+        stormed.as_secs_f64(),
+        expected,
+        expected.iter().sum::<u64>(),
+        reported,
+        reported.iter().sum::<u64>(),
+        storm::node_scope_kills(&agent).len(),
+        agent.seen().len(),
+        storm::placed_by(&agent),
+        (cpu_after - cpu_before) as f64 / 100.0 / stormed.as_secs_f64() * 100.0
+    );
+    bed.cri.remove_pod(&pod).await?;
+    agent.stop().await?;
+    Ok(())
 }
 
 /// `n` pods with one sleeping container each.
