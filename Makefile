@@ -105,7 +105,7 @@ demo: deps
 	$(CARGO) build --locked -p podmortem -p podmortem-e2e --bins
 	$(CARGO) run --locked -q -p podmortem-e2e --bin demo
 
-## bench: kmsg parse throughput; one host dependency check's time and heap; the OTLP queue's heap per finding; exit- and OOM-kill-to-finding latency and footprint with 50 running containers (release build); the image's size and the agent's footprint in its container as deploy/ runs it
+## bench: kmsg parse throughput; one host dependency check's time and heap; the OTLP queue's heap per finding; exit- and OOM-kill-to-finding latency and footprint with 50 running containers (release build); an OOM storm counted against the cgroups' counters with each kernel log reader; the image's size and the agent's footprint in its container as deploy/ runs it
 bench: deps tools image
 	$(CARGO) bench --locked -p podmortem --bench kmsg
 	$(CARGO) bench --locked -p podmortem --bench host_check
