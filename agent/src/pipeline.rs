@@ -164,7 +164,8 @@ pub async fn run(config: Config, node: String, shutdown: CancellationToken) -> R
     let fs_nudge = Arc::new(Notify::new());
     let kmsg_source = KmsgSource::new(&config.host_root, config.kmsg.clone(), state.kmsg().cloned())
         .with_fs_nudge(Arc::clone(&fs_nudge))
-        .with_poll_nudge(kmsg_nudge);
+        .with_poll_nudge(kmsg_nudge)
+        .with_oom_nudge(Arc::clone(&memory_nudge));
     let kmsg_stats = kmsg_source.stats();
     telemetry.parse_errors_from(
         "kmsg",

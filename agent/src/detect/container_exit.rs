@@ -533,6 +533,16 @@ impl Detector for ContainerExitDetector {
                                 .find(|(_, p)| p.pid == kill.pid)
                                 .map(|(id, _)| id.as_str())
                         })
+                        // An exit waiting for this report (CRI forgets the pid of an exited
+                        // container).
+                        .or_else(|| {
+                            self.awaiting_kill
+                                .iter()
+                                .find(|(_, a)| {
+                                    a.event.as_ref().map(|e| e.pid).or(a.container.pid) == Some(kill.pid)
+                                })
+                                .map(|(id, _)| id.as_str())
+                        })
                 };
                 let Some(id) = kill_container_id(kill)
                     .or_else(|| kill.task_memcg.is_none().then(by_pid).flatten())
@@ -541,7 +551,22 @@ impl Detector for ContainerExitDetector {
                     return;
                 };
                 let id = id.as_str();
-                if self.kills.len() < MAX_PENDING || self.kills.contains_key(id) {
+                // A child killed after the main process does not hide the main process's kill.
+                let main = cx
+                    .inventory
+                    .container(id)
+                    .and_then(|c| c.pid)
+                    .or_else(|| self.pending.get(id).map(|p| p.pid))
+                    .or_else(|| {
+                        self.awaiting_kill
+                            .get(id)
+                            .and_then(|a| a.event.as_ref().map(|e| e.pid))
+                    });
+                let hides_main = self
+                    .kills
+                    .get(id)
+                    .is_some_and(|k| Some(k.kill.pid) == main && Some(kill.pid) != main);
+                if !hides_main && (self.kills.len() < MAX_PENDING || self.kills.contains_key(id)) {
                     let seen = KillSeen {
                         kill: kill.clone(),
                         at: *at,

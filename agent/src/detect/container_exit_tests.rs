@@ -603,9 +603,43 @@ fn a_main_process_killed_without_the_reports_header_is_known_by_its_pid() {
         at: Some(t(98)),
     }));
     h.feed(task_exit(id, 137, 99));
+    // CRI's record of an exited container has no pid.
     c.state = ContainerState::Exited;
-    let out = h.feed(SourceEvent::CriContainer(Box::new(c)));
+    c.pid = None;
+    let out = h.feed(SourceEvent::CriContainer(Box::new(c.clone())));
     assert_eq!(out.len(), 1);
+    assert_eq!(out[0].kind, FindingKind::OomKilled, "{}", out[0].summary);
+    assert!(
+        out[0].summary.contains("killed pid 4321 (app)"),
+        "{}",
+        out[0].summary
+    );
+
+    // Read through syslog(2), the report comes after CRI's record of the exit; a child killed
+    // after the main process does not hide the main process's kill.
+    let mut h = Harness::new(t(0));
+    h.det = ContainerExitDetector::new(ExitConfig::default(), t(0))
+        .with_kernel_log_wait(Duration::from_millis(500));
+    h.feed(kernel_log_read());
+    h.feed(task_oom(id, t(90)));
+    h.feed(task_exit(id, 137, 99));
+    assert!(
+        h.feed(SourceEvent::CriContainer(Box::new(c))).is_empty(),
+        "waits for the kernel"
+    );
+    let headerless = |pid| {
+        SourceEvent::Kmsg(KmsgEvent::OomKill {
+            kill: Box::new(OomKill {
+                pid,
+                comm: "app".into(),
+                anon_rss_kib: Some(32_000),
+                ..OomKill::default()
+            }),
+            at: Some(t(98)),
+        })
+    };
+    let out = h.feed(headerless(4321));
+    assert_eq!(out.len(), 1, "the awaited exit's main process");
     assert_eq!(out[0].kind, FindingKind::OomKilled, "{}", out[0].summary);
     assert!(
         out[0].summary.contains("killed pid 4321 (app)"),

@@ -7,13 +7,13 @@
 //!   at that moment (the kernel's task table) and the node's memory reading.
 //! - `OOMKilled` about the node: a kill in a memory cgroup that belongs to no known container.
 //!
-//! Every kill is placed in its container when it arrives (the container may be removed
-//! before it is reported): by the memory cgroup the report names, or, since the kernel prints
-//! that part of its reports at most 10 times per 5 s, by the victim's `/proc/<pid>/cgroup`
-//! (read by the source), the container's main pid, the cgroups' `oom_kill` counters (see
-//! [`oom_ledger`](super::oom_ledger)) or containerd's `TaskOOM` at the kill. A kill is held for
-//! `child_grace`, so that the counters and `TaskOOM` arrive and the kills of one container are
-//! one finding counting them. A kill of a main process is the exit detector's `OOMKilled`;
+//! Every kill is placed in a container, taken as it was known at the kill (it may be removed
+//! before the kill is reported). On arrival: by the memory cgroup the report names, or, since
+//! the kernel prints that part of its reports at most 10 times per 5 s, by the victim's
+//! `/proc/<pid>/cgroup` (read by the source) or the container's main pid. At the end of
+//! `child_grace`: by the cgroups' `oom_kill` counters (see [`oom_ledger`](super::oom_ledger)),
+//! or containerd's `TaskOOM` at the kill. The grace also lets the kills of one container be one
+//! finding counting them. A kill of a main process is the exit detector's `OOMKilled`;
 //! every other kill is an `OOMKilledChild`, also when the container stops right after it. Per
 //! container, the kills reported add up to what its counter counted while podmortem watched.
 
@@ -27,7 +27,7 @@ use super::oom_evidence::{
     kill_container_id, kill_evidence, memory_evidence, node_memory_evidence, pod_uid_from_cgroup, rss_words,
     task_oom_evidence, LimitHit, DIED_WITH_CHILD,
 };
-use super::oom_ledger::{created_after, OomLedger, Unexplained};
+use super::oom_ledger::{created_after, Explained, OomLedger, Unexplained};
 use super::{Context, Detector, Evidence, EvidenceSource, Finding, FindingKind, Severity, Subject};
 use crate::model::{or_unknown, ContainerInfo, ContainerState};
 use crate::sources::kmsg::oom::OomKill;
@@ -39,8 +39,10 @@ use crate::sources::{ContainerdEvent, SourceEvent};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OomConfig {
-    /// How long a kill in a container's cgroup waits to see whether the container's main
-    /// process exits (then it is an `OOMKilled`) or it keeps running (an `OOMKilledChild`).
+    /// How long a kill waits before it is reported: for the cgroups' counters and containerd's
+    /// `TaskOOM` to place a kill the kernel's report did not, for the container's main process
+    /// to exit (the summary then says it stopped right after), and for one container's kills to
+    /// be one finding.
     #[serde(with = "humantime_serde")]
     pub child_grace: Duration,
 }
@@ -53,9 +55,10 @@ impl Default for OomConfig {
     }
 }
 
-/// At most this many kills (or `TaskOOM`s) wait at once; more are reported at once.
+/// At most this many kills wait at once; past it the oldest is reported at once. At most this
+/// many containers have `TaskOOM`s waiting; past it theirs are not kept.
 const MAX_PENDING: usize = 1024;
-/// At most this many `TaskOOM`s wait per container.
+/// At most this many `TaskOOM`s wait per container; past it the oldest goes.
 const MAX_TASK_OOMS: usize = 64;
 /// How long an exit is remembered for matching a kill to it.
 const EXIT_MEMORY: Duration = Duration::from_secs(60);
@@ -65,6 +68,8 @@ const TASK_OOM_WINDOW: Duration = Duration::from_secs(2);
 /// report has explained them for this long past `child_grace` (the log read through syslog(2)
 /// is polled).
 const COUNTER_SLACK: Duration = Duration::from_secs(2);
+/// How far apart the kernel log's clock and the wall clock may be.
+const CLOCKS: Duration = Duration::from_millis(50);
 
 /// How a kill was placed in its container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +116,23 @@ struct PendingKill {
     task_oom: Option<SystemTime>,
     /// The container, as known at the kill, and how the kill was placed in it.
     placed: Option<(ContainerInfo, Placed)>,
+    /// The kill was reported from its container's counter before its report was read.
+    already_reported: bool,
+}
+
+impl PendingKill {
+    /// When the kill was made, as well as it is known.
+    fn time(&self) -> SystemTime {
+        self.at.unwrap_or(self.received)
+    }
+}
+
+/// A container's main process exiting, from containerd's `TaskExit`.
+#[derive(Debug, Clone, Copy)]
+struct ExitSeen {
+    at: SystemTime,
+    pid: u32,
+    status: u32,
 }
 
 /// The OOM kill detector.
@@ -120,8 +142,10 @@ pub struct OomKillDetector {
     pending: Vec<PendingKill>,
     /// `TaskOOM`s not matched to a kill yet: container id → (event time, received), oldest first.
     task_ooms: HashMap<String, VecDeque<(SystemTime, SystemTime)>>,
-    /// Containers whose main process exited recently, and when.
-    exits: HashMap<String, SystemTime>,
+    /// Containers whose main process exited recently.
+    exits: HashMap<String, ExitSeen>,
+    /// Containers whose main process's kill the kernel log reported (recently exited ones).
+    mains_killed: std::collections::HashSet<String>,
     /// The kernel's own kill counts per container.
     ledger: OomLedger,
     /// The containers the ledger accounts for, as last known (they may be removed before their
@@ -141,6 +165,7 @@ impl OomKillDetector {
             pending: Vec::new(),
             task_ooms: HashMap::new(),
             exits: HashMap::new(),
+            mains_killed: std::collections::HashSet::new(),
             ledger: OomLedger::default(),
             known: HashMap::new(),
             started: None,
@@ -168,31 +193,55 @@ impl OomKillDetector {
                 };
                 (c.clone(), how)
             }),
+            // A main process is known by its pid, also once it has exited (the kernel log
+            // read through syslog(2) may bring its kill after the exit).
             None if kill.task_memcg.is_none() => cx
                 .inventory
                 .containers()
                 .find(|c| c.pid == Some(kill.pid))
-                .map(|c| (c.clone(), Placed::MainPid)),
+                .map(|c| c.id.clone())
+                .or_else(|| {
+                    self.exits
+                        .iter()
+                        .find(|(_, e)| e.pid == kill.pid)
+                        .map(|(id, _)| id.clone())
+                })
+                .and_then(|id| self.container(&id, cx).cloned())
+                .map(|c| (c, Placed::MainPid)),
             None => None,
         };
-        let mut task_oom = None;
-        if let Some((c, _)) = &placed {
-            self.ledger.explain(&c.id);
-            task_oom = self.take_task_oom(&c.id, at.unwrap_or(cx.now));
-        }
         let mut pending = PendingKill {
             kill: Box::new(kill.clone()),
             at,
             received: cx.now,
-            task_oom,
-            placed,
+            task_oom: None,
+            placed: None,
+            already_reported: false,
         };
-        if self.pending.len() >= MAX_PENDING {
-            self.place(&mut pending, cx);
-            self.resolve(&pending, cx, out);
-        } else {
-            self.pending.push(pending);
+        if let Some((c, how)) = placed {
+            self.settle_in(&mut pending, c, how);
         }
+        if self.pending.len() >= MAX_PENDING {
+            let mut oldest = self.pending.remove(0);
+            self.place(&mut oldest, cx);
+            self.resolve(&oldest, cx, out);
+        }
+        self.pending.push(pending);
+    }
+
+    /// Puts kill `p` in container `c`'s account, placed `how`.
+    fn settle_in(&mut self, p: &mut PendingKill, c: ContainerInfo, how: Placed) {
+        p.already_reported = self.ledger.explain(&c.id, p.time()) == Explained::AlreadyReported;
+        p.task_oom = self.take_task_oom(&c.id, p.time());
+        if self.is_main(&c, p.kill.pid) {
+            self.mains_killed.insert(c.id.clone());
+        }
+        p.placed = Some((c, how));
+    }
+
+    /// Whether `pid` is container `c`'s main process (as CRI or containerd's `TaskExit` said).
+    fn is_main(&self, c: &ContainerInfo, pid: u32) -> bool {
+        c.pid == Some(pid) || self.exits.get(&c.id).is_some_and(|e| e.pid == pid)
     }
 
     /// Takes container `id`'s `TaskOOM` nearest to `at`, if one waits.
@@ -252,21 +301,21 @@ impl OomKillDetector {
         if let Some(id) = kill_container_id(&p.kill) {
             // A container the inventory learnt of during the grace (killed as it started).
             if let Some(c) = self.container(id, cx).cloned() {
-                self.ledger.explain(&c.id);
-                p.task_oom = self.take_task_oom(&c.id, p.at.unwrap_or(p.received));
                 let how = if p.kill.memcg_from_procfs {
                     Placed::Procfs
                 } else {
                     Placed::Report
                 };
-                p.placed = Some((c, how));
+                self.settle_in(p, c, how);
             }
             return;
         }
         if p.kill.task_memcg.is_some() {
             return;
         }
-        let at = p.at.unwrap_or(p.received);
+        let at = p.time();
+        // A rise counted at or after the kill (less a little for the clocks), nearest first,
+        // before an older one; then the TaskOOM nearest the kill.
         let by_counter = self
             .ledger
             .with_surplus()
@@ -277,13 +326,24 @@ impl OomKillDetector {
                     .get(*id)
                     .and_then(|q| q.iter().map(|(t, _)| distance(*t, at)).min())
                     .unwrap_or(Duration::MAX);
-                (self.ledger.oldest_surplus(id), task_oom, id.to_string())
+                let seen = self.ledger.oldest_surplus(id).unwrap_or(at);
+                let before_the_kill = seen.checked_add(CLOCKS).is_some_and(|s| s < at);
+                (before_the_kill, distance(seen, at), task_oom, id.to_string())
             })
             .map(str::to_owned);
-        if let Some(id) = by_counter {
-            self.ledger.explain(&id);
-            p.task_oom = self.take_task_oom(&id, at);
-            p.placed = self.container(&id, cx).map(|c| (c.clone(), Placed::Counter));
+        if let Some(c) = by_counter.and_then(|id| self.container(&id, cx).cloned()) {
+            self.settle_in(p, c, Placed::Counter);
+            return;
+        }
+        // A kill already reported from a counter, whose report came late.
+        let late = self
+            .ledger
+            .reported_since(at)
+            .filter(|id| self.container(id, cx).is_some())
+            .min()
+            .map(str::to_owned);
+        if let Some(c) = late.and_then(|id| self.container(&id, cx).cloned()) {
+            self.settle_in(p, c, Placed::Counter);
             return;
         }
         // No counter counted it (the cgroup may be gone before it was read): the TaskOOM
@@ -295,9 +355,8 @@ impl OomKillDetector {
             .filter(|(d, _)| *d <= TASK_OOM_WINDOW)
             .min()
             .map(|(_, id)| id.clone());
-        if let Some(id) = by_task_oom {
-            p.task_oom = self.take_task_oom(&id, at);
-            p.placed = self.container(&id, cx).map(|c| (c.clone(), Placed::TaskOom));
+        if let Some(c) = by_task_oom.and_then(|id| self.container(&id, cx).cloned()) {
+            self.settle_in(p, c, Placed::TaskOom);
         }
     }
 
@@ -347,15 +406,27 @@ impl OomKillDetector {
             cx.now.checked_sub(grace.saturating_add(COUNTER_SLACK))
         };
         let unexplained = counted_before.map_or_else(Vec::new, |before| self.ledger.take_unexplained(before));
-        for u in unexplained {
+        for mut u in unexplained {
+            // A main process killed with no report read: the exit detector's OOMKilled.
+            let main_killed = self.exits.get(&u.container_id).is_some_and(|e| {
+                e.status == 137 && distance(e.at, u.first_seen) <= grace.saturating_add(COUNTER_SLACK)
+            });
+            if main_killed && self.mains_killed.insert(u.container_id.clone()) {
+                u.kills -= 1;
+            }
+            if u.kills == 0 {
+                continue;
+            }
             if let Some(c) = self.container(&u.container_id, cx) {
-                found.push(counted_only(c, &u, self.kernel_log_read, cx));
+                let running = self.kept_running(c, None, cx);
+                found.push(counted_only(c, &u, running, self.kernel_log_read, cx));
             }
         }
         out.extend(merge(found));
         self.exits
-            .retain(|_, t| cx.now.duration_since(*t).map_or(true, |d| d < EXIT_MEMORY));
+            .retain(|_, e| cx.now.duration_since(e.at).map_or(true, |d| d < EXIT_MEMORY));
         let exits = &self.exits;
+        self.mains_killed.retain(|id| exits.contains_key(id));
         let pending = &self.pending;
         let inventory = cx.inventory;
         let keep = |id: &str| {
@@ -377,8 +448,11 @@ impl OomKillDetector {
         if victim.is_some_and(|(pid, _)| c.pid == Some(pid)) {
             return false;
         }
+        if victim.is_some_and(|(pid, _)| self.is_main(c, pid)) {
+            return false;
+        }
         match (self.exits.get(&c.id), victim) {
-            (Some(exit), Some((_, killed))) => !died_with(*exit, killed),
+            (Some(exit), Some((_, killed))) => !died_with(exit.at, killed),
             (Some(_), None) => false,
             (None, _) => cx
                 .inventory
@@ -394,10 +468,10 @@ impl OomKillDetector {
             out.push(unattributed(&p.kill, p.at, cx));
             return;
         };
-        if c.pid == Some(p.kill.pid) {
+        if self.is_main(c, p.kill.pid) || p.already_reported {
             return;
         }
-        let kept_running = self.kept_running(c, Some((p.kill.pid, p.at.unwrap_or(p.received))), cx);
+        let kept_running = self.kept_running(c, Some((p.kill.pid, p.time())), cx);
         out.push(child_kill(c, p, *how, kept_running, cx));
     }
 }
@@ -422,10 +496,11 @@ fn distance(a: SystemTime, b: SystemTime) -> Duration {
 /// latest one's summary and evidence, the earliest first time.
 fn merge(found: Vec<Finding>) -> Vec<Finding> {
     let mut merged: Vec<(Finding, usize)> = Vec::with_capacity(found.len());
+    let mut index: HashMap<String, usize> = HashMap::new();
     for f in found {
-        match merged.iter_mut().find(|(m, _)| m.fingerprint == f.fingerprint) {
+        match index.get(&f.fingerprint).and_then(|&i| merged.get_mut(i)) {
             Some((m, n)) => {
-                let count = m.count.max(1) + f.count.max(1);
+                let count = m.count.max(1).saturating_add(f.count.max(1));
                 let first = m.first_seen.min(f.first_seen);
                 let last = m.last_seen.max(f.last_seen);
                 *m = f;
@@ -434,7 +509,10 @@ fn merge(found: Vec<Finding>) -> Vec<Finding> {
                 m.last_seen = last;
                 *n += 1;
             }
-            None => merged.push((f, 1)),
+            None => {
+                index.insert(f.fingerprint.clone(), merged.len());
+                merged.push((f, 1));
+            }
         }
     }
     merged
@@ -572,7 +650,13 @@ fn child_without_kernel_log(
 
 /// Kills container `c`'s `oom_kill` counter counted that no kernel log report explained (the
 /// log was not read, or the kernel overwrote the records before they were read).
-fn counted_only(c: &ContainerInfo, u: &Unexplained, kernel_log_read: bool, cx: &Context<'_>) -> Finding {
+fn counted_only(
+    c: &ContainerInfo,
+    u: &Unexplained,
+    kept_running: bool,
+    kernel_log_read: bool,
+    cx: &Context<'_>,
+) -> Finding {
     let mut f = Finding::new(
         FindingKind::OomKilledChild,
         Severity::Warning,
@@ -583,16 +667,17 @@ fn counted_only(c: &ContainerInfo, u: &Unexplained, kernel_log_read: bool, cx: &
     f.last_seen = u.last_seen;
     f.count = u.kills;
     let why = if kernel_log_read {
-        "the kernel log did not report them: its records were overwritten before they were read"
+        "the kernel log did not report them in time: the kernel may have overwritten its records before they were read"
     } else {
         "the kernel log was not read"
     };
     f.summary = format!(
-        "the kernel's OOM killer killed {} process{} in container {} of pod {} and the container kept running ({why}, so the victims are unknown)",
+        "the kernel's OOM killer killed {} process{} in container {} of pod {} and the container {} ({why}, so the victims are unknown)",
         u.kills,
         if u.kills == 1 { "" } else { "es" },
         or_unknown(&c.name),
-        c.pod.display()
+        c.pod.display(),
+        if kept_running { "kept running" } else { "has stopped since" }
     );
     f.hint = child_hint(c);
     f.evidence.push(
@@ -757,11 +842,16 @@ impl Detector for OomKillDetector {
             SourceEvent::Containerd(ContainerdEvent::TaskExit {
                 container_id,
                 exec_id,
+                pid,
+                exit_status,
                 exited_at,
-                ..
             }) if (exec_id.is_empty() || exec_id == container_id) && self.exits.len() < MAX_PENDING * 4 => {
-                self.exits
-                    .insert(container_id.clone(), exited_at.unwrap_or(cx.now));
+                let exit = ExitSeen {
+                    at: exited_at.unwrap_or(cx.now),
+                    pid: *pid,
+                    status: *exit_status,
+                };
+                self.exits.insert(container_id.clone(), exit);
             }
             SourceEvent::Memory(snapshot) => self.on_memory(snapshot, cx),
             _ => {}

@@ -420,3 +420,42 @@ fn a_container_the_inventory_learns_of_during_the_grace_gets_its_kill() {
     assert_eq!(out[0].kind, FindingKind::OomKilledChild);
     assert_eq!(container_of(&out[0]), ID);
 }
+
+#[test]
+fn a_main_process_killed_with_no_report_read_is_left_to_the_exit_detector() {
+    let mut h = Harness::new(vec![running(100)]);
+    h.event(counters(0, &[(ID, 0)]), 0);
+    h.event(task_oom(10), 10);
+    h.event(counters(15, &[(ID, 1)]), 15);
+    let exit = ContainerdEvent::TaskExit {
+        container_id: ID.into(),
+        exec_id: String::new(),
+        pid: 100,
+        exit_status: 137,
+        exited_at: Some(t(12)),
+    };
+    h.event(SourceEvent::Containerd(exit), 20);
+    assert!(h.tick(1100).is_empty());
+    assert!(h.tick(4000).is_empty(), "the exit's OOMKilled counts that kill");
+}
+
+#[test]
+fn a_report_read_after_its_kill_was_counted_alone_is_not_a_second_kill() {
+    let mut h = Harness::new(vec![running(100)]);
+    h.event(counters(0, &[(ID, 0)]), 0);
+    h.event(counters(20, &[(ID, 1)]), 20);
+    let out = h.tick(3100);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].count, 1);
+    // The kernel log brings the kill late (a slow poll, a backlog).
+    h.event(kmsg_at(headerless(201), 10), 3200);
+    h.inv
+        .apply(&SourceEvent::CriContainer(Box::new(running(100))), t(3200));
+    assert!(h.tick(5000).is_empty(), "already counted");
+    // The next kill is one again.
+    h.event(kmsg(kill(202, OomScope::Memcg)), 6000);
+    h.event(counters(6010, &[(ID, 2)]), 6010);
+    let out = h.tick(7100);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert!(h.tick(12_000).is_empty());
+}

@@ -17,9 +17,10 @@ use crate::model::ContainerInfo;
 
 /// At most this many containers are accounted for; more are not (their kills are placed by
 /// the kernel log and `TaskOOM` only).
-const MAX_ACCOUNTS: usize = 8192;
-/// At most this many separate rises are kept per container; older ones merge.
-const MAX_RISES: usize = 256;
+const MAX_ACCOUNTS: usize = 4096;
+/// At most this many separate rises are kept per container; the oldest ones merge. With
+/// [`MAX_ACCOUNTS`], a few MiB at the very most.
+const MAX_RISES: usize = 64;
 
 /// Kills the counter counted and nothing has explained yet, from one reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,21 @@ struct Account {
     /// Whether the counter has been read (an account opened by a kill placed before any
     /// reading has no baseline yet).
     read: bool,
+    /// Kills reported from the counter alone whose kernel log report may still come (read
+    /// late): such a report is then not a kill of its own.
+    reported: u64,
+    /// The latest reading among those whose kills were reported from the counter alone: a
+    /// kill made before it was counted by it or an earlier one.
+    reported_until: Option<SystemTime>,
+}
+
+/// What placing a kill in a container's account found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Explained {
+    /// A kill to report.
+    New,
+    /// A kill already reported from the counter alone: its report came late.
+    AlreadyReported,
 }
 
 impl Account {
@@ -61,9 +77,9 @@ pub struct Unexplained {
     pub container_id: String,
     /// How many.
     pub kills: u64,
-    /// The reading that first counted them, and the latest.
+    /// When the reading that counted the first of them was taken.
     pub first_seen: SystemTime,
-    /// The latest reading among them.
+    /// When the reading that counted the last of them was taken.
     pub last_seen: SystemTime,
     /// The counter's value at the latest reading.
     pub counter: u64,
@@ -98,6 +114,8 @@ impl OomLedger {
                 ahead: 0,
                 unexplained: VecDeque::new(),
                 read: false,
+                reported: 0,
+                reported_until: None,
             });
         if !account.read {
             account.read = true;
@@ -146,9 +164,19 @@ impl OomLedger {
         self.accounts.get(id).map_or(0, Account::surplus)
     }
 
-    /// When the oldest kill counted in container `id` and not placed yet was counted.
+    /// When the reading that counted the oldest kill in container `id` not placed yet was
+    /// taken.
     pub fn oldest_surplus(&self, id: &str) -> Option<SystemTime> {
         self.accounts.get(id)?.unexplained.front().map(|r| r.seen)
+    }
+
+    /// The containers with kills reported from the counter alone, counted by a reading taken at
+    /// or after `at`: where a kill made at `at` whose report came late may belong.
+    pub fn reported_since(&self, at: SystemTime) -> impl Iterator<Item = &str> {
+        self.accounts
+            .iter()
+            .filter(move |(_, a)| a.reported > 0 && a.reported_until.is_some_and(|until| at <= until))
+            .map(|(id, _)| id.as_str())
     }
 
     /// The containers with kills counted and not placed, by id.
@@ -159,9 +187,11 @@ impl OomLedger {
             .map(|(id, _)| id.as_str())
     }
 
-    /// Places one kill in container `id`: the oldest kill counted and not placed, or, before a
-    /// reading has counted it, one to come.
-    pub fn explain(&mut self, id: &str) {
+    /// Places one kill, made at `at`, in container `id`: one already reported from the counter
+    /// alone when the kill was made before the reading that counted those (its report came
+    /// late), else the oldest kill counted and not placed, or, before a reading has counted
+    /// it, one to come.
+    pub fn explain(&mut self, id: &str, at: SystemTime) -> Explained {
         let Some(account) = self.accounts.get_mut(id) else {
             if self.accounts.len() < MAX_ACCOUNTS {
                 self.accounts.insert(
@@ -172,11 +202,18 @@ impl OomLedger {
                         ahead: 1,
                         unexplained: VecDeque::new(),
                         read: false,
+                        reported: 0,
+                        reported_until: None,
                     },
                 );
             }
-            return;
+            return Explained::New;
         };
+        let late = account.reported_until.is_some_and(|until| at <= until);
+        if late && account.reported > 0 {
+            account.reported -= 1;
+            return Explained::AlreadyReported;
+        }
         match account.unexplained.front_mut() {
             Some(front) if front.kills > 1 => front.kills -= 1,
             Some(_) => {
@@ -184,6 +221,7 @@ impl OomLedger {
             }
             None => account.ahead += 1,
         }
+        Explained::New
     }
 
     /// Takes the kills counted at or before `before` that nothing explained, per container.
@@ -195,6 +233,8 @@ impl OomLedger {
                 let Some(rise) = account.unexplained.pop_front() else {
                     break;
                 };
+                account.reported = account.reported.saturating_add(rise.kills);
+                account.reported_until = account.reported_until.max(Some(rise.seen));
                 let u = taken.get_or_insert(Unexplained {
                     container_id: id.clone(),
                     kills: 0,
@@ -251,15 +291,15 @@ mod tests {
         let mut l = OomLedger::default();
         l.reading("a", 0, t(0), true);
         // The kernel log placed a kill before the reading counted it.
-        l.explain("a");
+        l.explain("a", t(0));
         l.reading("a", 1, t(10), true);
         assert_eq!(l.surplus("a"), 0);
         // Two kills counted, then placed one by one.
         l.reading("a", 3, t(20), true);
         assert_eq!(l.surplus("a"), 2);
         assert_eq!(l.with_surplus().collect::<Vec<_>>(), ["a"]);
-        l.explain("a");
-        l.explain("a");
+        l.explain("a", t(0));
+        l.explain("a", t(0));
         assert_eq!(l.surplus("a"), 0);
         assert!(l.take_unexplained(t(1000)).is_empty());
     }
@@ -300,7 +340,7 @@ mod tests {
     #[test]
     fn a_kill_placed_before_any_reading_is_not_counted_twice() {
         let mut l = OomLedger::default();
-        l.explain("a");
+        l.explain("a", t(0));
         assert!(!l.knows("a"), "not read yet");
         l.reading("a", 1, t(10), true);
         assert_eq!(l.surplus("a"), 0);
@@ -308,11 +348,36 @@ mod tests {
         assert!(!l.knows("b"));
         // A container that ran before podmortem: a kill replayed from the kernel log before
         // its first reading is in that reading's count, not a rise.
-        l.explain("old");
+        l.explain("old", t(0));
         l.reading("old", 300, t(10), false);
         assert_eq!(l.surplus("old"), 0);
         l.reading("old", 301, t(20), false);
         assert_eq!(l.surplus("old"), 1);
+    }
+
+    #[test]
+    fn a_report_read_after_its_kill_was_reported_from_the_counter_is_not_a_second_kill() {
+        let mut l = OomLedger::default();
+        l.reading("a", 0, t(0), true);
+        l.reading("a", 1, t(10), true);
+        assert_eq!(l.take_unexplained(t(5000))[0].kills, 1);
+        // The kill's report, read late.
+        assert_eq!(l.explain("a", t(8)), Explained::AlreadyReported);
+        // The next kill is a kill again, before and after its reading.
+        assert_eq!(l.explain("a", t(6000)), Explained::New);
+        l.reading("a", 2, t(6010), true);
+        assert_eq!(l.surplus("a"), 0);
+        // A kill newer than a rise not placed yet takes that rise, not a reported one.
+        l.reading("a", 3, t(7000), true);
+        assert_eq!(l.take_unexplained(t(7500))[0].kills, 1);
+        l.reading("a", 4, t(8000), true);
+        assert_eq!(l.explain("a", t(7990)), Explained::New, "counted at 8000");
+        assert_eq!(l.surplus("a"), 0);
+        assert_eq!(
+            l.explain("a", t(6990)),
+            Explained::AlreadyReported,
+            "counted at 7000, reported"
+        );
     }
 
     #[test]

@@ -238,6 +238,7 @@ pub struct KmsgSource {
     stats: Arc<KmsgStats>,
     fs_nudge: Option<Arc<tokio::sync::Notify>>,
     poll_nudge: Arc<tokio::sync::Notify>,
+    oom_nudge: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl KmsgSource {
@@ -270,6 +271,7 @@ impl KmsgSource {
             stats: Arc::default(),
             fs_nudge: None,
             poll_nudge: Arc::default(),
+            oom_nudge: None,
         }
     }
 
@@ -279,6 +281,15 @@ impl KmsgSource {
     /// the kernel itself and ignores it.
     pub fn with_poll_nudge(mut self, nudge: Arc<tokio::sync::Notify>) -> Self {
         self.poll_nudge = nudge;
+        self
+    }
+
+    /// Wakes `nudge` whenever the kernel reports an OOM kill: the memory sampler then reads the
+    /// cgroups' kill counters before a dying container's cgroup is gone (a kill whose report
+    /// names no cgroup is placed by them, and containerd may publish no `TaskOOM` for a
+    /// container it is stopping).
+    pub fn with_oom_nudge(mut self, nudge: Arc<tokio::sync::Notify>) -> Self {
+        self.oom_nudge = Some(nudge);
         self
     }
 
@@ -359,6 +370,7 @@ impl KmsgSource {
             limit: RateLimit::new(self.config.max_records_per_second),
             tx,
             fs_nudge: self.fs_nudge.clone(),
+            oom_nudge: self.oom_nudge.clone(),
             victims: victim::VictimLookup::new(&self.host_root),
         }
     }
@@ -515,6 +527,8 @@ struct Reader {
     tx: mpsc::Sender<SourceEvent>,
     /// Woken when the kernel reports a filesystem error (the host mount table is read again).
     fs_nudge: Option<Arc<tokio::sync::Notify>>,
+    /// Woken when the kernel reports an OOM kill (the memory sampler reads the counters).
+    oom_nudge: Option<Arc<tokio::sync::Notify>>,
     /// Places kills whose report did not name the victim's cgroup.
     victims: victim::VictimLookup,
 }
@@ -831,6 +845,9 @@ impl Reader {
             if self.victims.fill(&mut kill, age(usec)) {
                 self.stats.victims_from_procfs.fetch_add(1, Ordering::Relaxed);
             }
+            if let Some(nudge) = &self.oom_nudge {
+                nudge.notify_one();
+            }
             events.push(KmsgEvent::OomKill {
                 kill: Box::new(kill),
                 at: wall_clock(usec),
@@ -863,14 +880,15 @@ impl Reader {
     }
 }
 
-/// How long ago a kernel timestamp (microseconds since boot, on the monotonic clock) was.
+/// How long ago a kernel timestamp (microseconds since boot) was, on the monotonic clock; a
+/// timestamp ahead of it (the two clocks drift apart slowly) is now.
 fn age(usec: u64) -> Option<Duration> {
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
     let now = Duration::new(
         u64::try_from(now.tv_sec()).ok()?,
         u32::try_from(now.tv_nsec()).ok()?,
     );
-    now.checked_sub(Duration::from_micros(usec))
+    Some(now.saturating_sub(Duration::from_micros(usec)))
 }
 
 /// Converts a kernel timestamp (microseconds since boot, on the monotonic clock) to wall time.

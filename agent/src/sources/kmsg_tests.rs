@@ -723,3 +723,36 @@ async fn a_storm_of_nudges_polls_at_most_twice_per_nudge_window() {
     following.stop.cancel();
     let _ = following.task.await.expect("reader");
 }
+
+/// Each kill wakes the memory sampler, so that a dying container's kill counter is read before
+/// its cgroup goes.
+#[tokio::test]
+async fn a_kill_wakes_the_memory_sampler() {
+    let dir = host(LOG);
+    let nudge = Arc::new(tokio::sync::Notify::new());
+    let other_boot = KmsgPosition {
+        boot_id: "another-boot".into(),
+        seq: 9999,
+        syslog: false,
+        usec: None,
+    };
+    let source = KmsgSource::new(dir.path(), KmsgConfig::default(), Some(other_boot))
+        .with_oom_nudge(Arc::clone(&nudge));
+    let woken = nudge.notified();
+    let (tx, mut rx) = mpsc::channel(64);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(source.run(tx, stop.clone()));
+    let mut killed = false;
+    while let Ok(Some(SourceEvent::Kmsg(e))) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+        if matches!(e, KmsgEvent::OomKill { .. }) {
+            killed = true;
+            break;
+        }
+    }
+    assert!(killed, "the fixture holds a kill");
+    tokio::time::timeout(Duration::from_secs(1), woken)
+        .await
+        .expect("the sampler was woken");
+    stop.cancel();
+    task.await.expect("source");
+}

@@ -15,7 +15,9 @@ use crate::sources::cgroup::CgroupFs;
 use super::oom::OomKill;
 
 /// A kill logged longer ago than this is not looked up: its pid may be another process's.
-const FRESH: Duration = Duration::from_secs(2);
+/// The kernel log's clock and the monotonic clock it is compared with drift apart slowly, so
+/// this is generous; the command name guards against a reused pid.
+const FRESH: Duration = Duration::from_secs(10);
 
 /// Looks up victims' memory cgroups below a host root.
 #[derive(Debug)]
@@ -50,6 +52,8 @@ impl VictimLookup {
         match fs.cgroup_of_pid(kill.pid) {
             // The root is where a process that left its cgroup (or never had one) shows.
             Ok(cgroup) if cgroup != "/" => {
+                // A zombie whose cgroup was removed (cgroup v2) shows it with this suffix.
+                let cgroup = cgroup.strip_suffix(" (deleted)").unwrap_or(&cgroup).to_owned();
                 kill.task_memcg = Some(cgroup);
                 kill.memcg_from_procfs = true;
                 true
@@ -108,7 +112,7 @@ mod tests {
         let dir = tree("sh", "/kubepods/x");
         let lookup = VictimLookup::new(dir.path());
         let mut k = kill();
-        assert!(!lookup.fill(&mut k, Some(Duration::from_secs(10))), "too old");
+        assert!(!lookup.fill(&mut k, Some(Duration::from_secs(11))), "too old");
         assert!(!lookup.fill(&mut k, None), "age unknown");
         k.task_memcg = Some("/k8s.io/named".into());
         assert!(!lookup.fill(&mut k, Some(Duration::ZERO)));
@@ -118,6 +122,15 @@ mod tests {
         let dir = tree("sh", "/");
         let lookup = VictimLookup::new(dir.path());
         assert!(!lookup.fill(&mut kill(), Some(Duration::ZERO)), "the root cgroup");
+        let dir = tree("sh", "/kubepods/podx/abc (deleted)");
+        let lookup = VictimLookup::new(dir.path());
+        let mut k = kill();
+        assert!(lookup.fill(&mut k, Some(Duration::ZERO)));
+        assert_eq!(
+            k.task_memcg.as_deref(),
+            Some("/kubepods/podx/abc"),
+            "a removed cgroup"
+        );
         let gone = VictimLookup::new(Path::new("/nonexistent"));
         assert!(!gone.fill(&mut kill(), Some(Duration::ZERO)));
     }
