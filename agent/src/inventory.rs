@@ -157,6 +157,11 @@ impl Inventory {
         self.containers.get(id).map(|e| &e.value)
     }
 
+    /// The container whose main process is `pid`, while CRI or containerd says it runs.
+    pub fn container_with_pid(&self, pid: u32) -> Option<&ContainerInfo> {
+        self.containers().find(|c| c.pid == Some(pid))
+    }
+
     /// A sandbox by id.
     pub fn pod(&self, sandbox_id: &str) -> Option<&PodInfo> {
         self.pods.get(sandbox_id).map(|e| &e.value)

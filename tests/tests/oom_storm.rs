@@ -84,6 +84,38 @@ async fn settle(agent: &mut Agent, expected: &HashMap<String, u64>) -> HashMap<S
     reported_kills(agent)
 }
 
+/// Waits for the agent to settle, prints what it reported against the kernel's counts of
+/// `ids` (in that order) as `what`, and asserts they are equal with no kill about the node.
+async fn assert_counted_exactly(
+    what: &str,
+    agent: &mut Agent,
+    ids: &[String],
+    expected: &HashMap<String, u64>,
+) {
+    let got = settle(agent, expected).await;
+    let unattributed = node_scope_kills(agent);
+    let in_order = |counts: &HashMap<String, u64>| -> Vec<u64> {
+        ids.iter()
+            .map(|id| counts.get(id).copied().unwrap_or(0))
+            .collect()
+    };
+    println!(
+        "{what}: kernel {:?}, podmortem {:?}, node-scope {}, findings {}, placed by {:?}",
+        in_order(expected),
+        in_order(&got),
+        unattributed.len(),
+        agent.seen().len(),
+        placed_by(agent)
+    );
+    assert!(unattributed.is_empty(), "{unattributed:#?}");
+    assert_eq!(
+        &got,
+        expected,
+        "kills per container: podmortem vs the kernel; {:#?}",
+        mismatches(agent, &got, expected)
+    );
+}
+
 /// Three containers storm under `config`; every kill is counted in its container.
 async fn storm_is_counted_exactly(config: &str) {
     let _turn = ONE_STORM_AT_A_TIME.lock().await;
@@ -98,25 +130,7 @@ async fn storm_is_counted_exactly(config: &str) {
         .iter()
         .map(|id| (id.clone(), kernel_kills(&pod, id)))
         .collect();
-    let got = settle(&mut agent, &expected).await;
-    let unattributed = node_scope_kills(&agent);
-    println!(
-        "storm: kernel {:?}, podmortem {:?}, node-scope {}, findings {}, placed by {:?}",
-        ids.iter().map(|id| expected[id]).collect::<Vec<_>>(),
-        ids.iter()
-            .map(|id| got.get(id).copied().unwrap_or(0))
-            .collect::<Vec<_>>(),
-        unattributed.len(),
-        agent.seen().len(),
-        placed_by(&agent)
-    );
-    assert!(unattributed.is_empty(), "{unattributed:#?}");
-    assert_eq!(
-        got,
-        expected,
-        "kills per container: podmortem vs the kernel; {:#?}",
-        mismatches(&agent, &got, &expected)
-    );
+    assert_counted_exactly("storm", &mut agent, &ids, &expected).await;
     let unread: Vec<&str> = agent
         .seen()
         .iter()
@@ -182,23 +196,7 @@ async fn a_storm_during_pod_removal_keeps_every_kill_in_its_container() {
         .await
         .unwrap();
     assert_eq!(expected.len(), ids.len(), "{expected:?}");
-    let got = settle(&mut agent, &expected).await;
-    let unattributed = node_scope_kills(&agent);
-    println!(
-        "storm during removal: kernel {:?}, podmortem {:?}, node-scope {}",
-        ids.iter().map(|id| expected[id]).collect::<Vec<_>>(),
-        ids.iter()
-            .map(|id| got.get(id).copied().unwrap_or(0))
-            .collect::<Vec<_>>(),
-        unattributed.len()
-    );
-    assert!(unattributed.is_empty(), "{unattributed:#?}");
-    assert_eq!(
-        got,
-        expected,
-        "kills per container: podmortem vs the kernel; {:#?}",
-        mismatches(&agent, &got, &expected)
-    );
+    assert_counted_exactly("storm during removal", &mut agent, &ids, &expected).await;
     let status = agent.stop().await.unwrap();
     assert!(status.success(), "{status}");
 }

@@ -524,8 +524,7 @@ impl Detector for ContainerExitDetector {
                 // a main process is known by its pid.
                 let by_pid = || {
                     cx.inventory
-                        .containers()
-                        .find(|c| c.pid == Some(kill.pid))
+                        .container_with_pid(kill.pid)
                         .map(|c| c.id.as_str())
                         .or_else(|| {
                             self.pending

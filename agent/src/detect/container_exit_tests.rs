@@ -538,18 +538,24 @@ fn task_oom(id: &str, at: SystemTime) -> SourceEvent {
 
 /// CRI keeps `OOMKilled` once any process of the container was OOM-killed: a stop's SIGKILL
 /// seconds later is not an OOM kill when the kernel log says the main process was not killed.
-#[test]
-fn a_stop_after_earlier_child_kills_is_a_sigkill_not_an_oom_kill() {
+/// The finding for container `id`, SIGKILLed at 99 s with CRI's reason `OOMKilled`, the kernel
+/// log read and containerd's `TaskOOM` at `oom_at` seconds.
+fn stopped_after_an_oom_at(id: &str, oom_at: u64) -> Vec<Finding> {
     let mut h = Harness::new(t(0));
     h.feed(kernel_log_read());
-    h.feed(task_oom("c1", t(90)));
-    h.feed(task_exit("c1", 137, 99));
-    let out = h.feed(SourceEvent::CriContainer(Box::new(exited(
-        "c1",
+    h.feed(task_oom(id, t(oom_at)));
+    h.feed(task_exit(id, 137, 99));
+    h.feed(SourceEvent::CriContainer(Box::new(exited(
+        id,
         137,
         "OOMKilled",
         99,
-    ))));
+    ))))
+}
+
+#[test]
+fn a_stop_after_earlier_child_kills_is_a_sigkill_not_an_oom_kill() {
+    let out = stopped_after_an_oom_at("c1", 90);
     assert_eq!(out.len(), 1);
     let f = &out[0];
     assert_eq!(f.kind, FindingKind::ContainerExited, "{}", f.summary);
@@ -563,16 +569,7 @@ fn a_stop_after_earlier_child_kills_is_a_sigkill_not_an_oom_kill() {
     assert_eq!(why.attributes["main_pid"], 4321);
 
     // Right after a kill in its cgroup, the container died with it: an OOM kill.
-    let mut h = Harness::new(t(0));
-    h.feed(kernel_log_read());
-    h.feed(task_oom("c2", t(99)));
-    h.feed(task_exit("c2", 137, 99));
-    let out = h.feed(SourceEvent::CriContainer(Box::new(exited(
-        "c2",
-        137,
-        "OOMKilled",
-        99,
-    ))));
+    let out = stopped_after_an_oom_at("c2", 99);
     assert_eq!(out[0].kind, FindingKind::OomKilled, "{}", out[0].summary);
     assert!(
         out[0]

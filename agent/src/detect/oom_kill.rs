@@ -197,8 +197,7 @@ impl OomKillDetector {
             // read through syslog(2) may bring its kill after the exit).
             None if kill.task_memcg.is_none() => cx
                 .inventory
-                .containers()
-                .find(|c| c.pid == Some(kill.pid))
+                .container_with_pid(kill.pid)
                 .map(|c| c.id.clone())
                 .or_else(|| {
                     self.exits
@@ -610,6 +609,24 @@ fn child_hint(c: &ContainerInfo) -> String {
     )
 }
 
+/// An `OOMKilledChild` of container `c` whose victims are unknown, seen at `at`, with the
+/// container's CRI and memory cgroup evidence after `evidence`.
+fn unnamed_victims(c: &ContainerInfo, at: SystemTime, evidence: Evidence, cx: &Context<'_>) -> Finding {
+    let mut f = Finding::new(
+        FindingKind::OomKilledChild,
+        Severity::Warning,
+        Subject::container(cx.node, c),
+        at,
+        &[cx.node, &c.pod.namespace, &c.pod.name, c.identity_name(), "?"],
+    );
+    f.evidence.push(evidence);
+    f.evidence.push(running_evidence(c));
+    if let Some((m, taken)) = cx.inventory.memory(&c.id) {
+        f.evidence.push(memory_evidence(m, taken, "at the last reading"));
+    }
+    f
+}
+
 /// A `TaskOOM` for a container that kept running, with no kernel log report and no counter to
 /// name or count the victim.
 fn child_without_kernel_log(
@@ -618,13 +635,7 @@ fn child_without_kernel_log(
     kernel_log_read: bool,
     cx: &Context<'_>,
 ) -> Finding {
-    let mut f = Finding::new(
-        FindingKind::OomKilledChild,
-        Severity::Warning,
-        Subject::container(cx.node, c),
-        at,
-        &[cx.node, &c.pod.namespace, &c.pod.name, c.identity_name(), "?"],
-    );
+    let mut f = unnamed_victims(c, at, task_oom_evidence(at), cx);
     let why = if kernel_log_read {
         "the kernel log did not report the kill"
     } else {
@@ -640,11 +651,6 @@ fn child_without_kernel_log(
     } else {
         "A process other than the main one was likely killed: let podmortem read the kernel log (/dev/kmsg) to name it; raise resources.limits.memory or bound the workers' memory.".to_owned()
     };
-    f.evidence.push(task_oom_evidence(at));
-    f.evidence.push(running_evidence(c));
-    if let Some((m, taken)) = cx.inventory.memory(&c.id) {
-        f.evidence.push(memory_evidence(m, taken, "at the last reading"));
-    }
     f
 }
 
@@ -657,13 +663,17 @@ fn counted_only(
     kernel_log_read: bool,
     cx: &Context<'_>,
 ) -> Finding {
-    let mut f = Finding::new(
-        FindingKind::OomKilledChild,
-        Severity::Warning,
-        Subject::container(cx.node, c),
-        u.first_seen,
-        &[cx.node, &c.pod.namespace, &c.pod.name, c.identity_name(), "?"],
-    );
+    let counter = Evidence::new(
+        EvidenceSource::Cgroup,
+        Some(u.last_seen),
+        format!(
+            "the memory cgroup's oom_kill counter rose by {} that no kernel log report explained (now {})",
+            u.kills, u.counter
+        ),
+    )
+    .with("oom_kill", u.counter)
+    .with("unexplained_kills", u.kills);
+    let mut f = unnamed_victims(c, u.first_seen, counter, cx);
     f.last_seen = u.last_seen;
     f.count = u.kills;
     let why = if kernel_log_read {
@@ -680,22 +690,6 @@ fn counted_only(
         if kept_running { "kept running" } else { "has stopped since" }
     );
     f.hint = child_hint(c);
-    f.evidence.push(
-        Evidence::new(
-            EvidenceSource::Cgroup,
-            Some(u.last_seen),
-            format!(
-                "the memory cgroup's oom_kill counter rose by {} that no kernel log report explained (now {})",
-                u.kills, u.counter
-            ),
-        )
-        .with("oom_kill", u.counter)
-        .with("unexplained_kills", u.kills),
-    );
-    f.evidence.push(running_evidence(c));
-    if let Some((m, taken)) = cx.inventory.memory(&c.id) {
-        f.evidence.push(memory_evidence(m, taken, "at the last reading"));
-    }
     f
 }
 
