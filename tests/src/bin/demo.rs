@@ -169,6 +169,36 @@ async fn demo() -> Result<()> {
     bed.cri.run_container(&gunicorn, &spec).await?;
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
+    say("payments/celery: its workers are OOM-killed 40 times in a few seconds; the kernel names the cgroup of few of them");
+    let celery = bed.cri.run_pod(&PodSpec::new("payments", "celery-0")).await?;
+    let celery_id = bed
+        .cri
+        .run_container(&celery, &podmortem_e2e::storm::storm("celery", 40))
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut kernel = 0;
+    while kernel < 40 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        kernel = podmortem_e2e::storm::kernel_kills(&celery, &celery_id).unwrap_or(0);
+    }
+    // The last kills wait oom.child_grace; the OTLP batch follows.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut counts = std::collections::BTreeMap::<String, i64>::new();
+    for r in collector.records() {
+        if r.str("container.id") == Some(celery_id.as_str())
+            && r.str("podmortem.finding.kind") == Some("OOMKilledChild")
+        {
+            let fingerprint = r.str("podmortem.finding.fingerprint").unwrap_or("?").to_owned();
+            let count = r.int("podmortem.finding.count").unwrap_or(0);
+            let seen = counts.entry(fingerprint).or_default();
+            *seen = (*seen).max(count);
+        }
+    }
+    say(&format!(
+        "... the cgroup's oom_kill counter says {kernel} kills; podmortem counted {} of them, all in payments/celery-0",
+        counts.values().sum::<i64>()
+    ));
+
     say("payments/worker crashes on a bad memory access");
     let worker = bed.cri.run_pod(&PodSpec::new("payments", "worker-0")).await?;
     run_and_wait(&bed, &worker, ContainerSpec::shell("worker", "kill -SEGV $$")).await?;
@@ -296,7 +326,9 @@ async fn demo() -> Result<()> {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), agent.wait()).await;
-    for pod in [&healthy, &api, &manager, &csi, &report, &worker, &cms, &nginx] {
+    for pod in [
+        &healthy, &api, &manager, &csi, &report, &celery, &worker, &cms, &nginx,
+    ] {
         bed.cri.remove_pod(pod).await?;
     }
     Ok(())
