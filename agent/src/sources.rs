@@ -146,12 +146,17 @@ pub(crate) fn wall_clock_of(
     since_start: std::time::Duration,
 ) -> Option<SystemTime> {
     let now = SystemTime::now();
+    let elapsed = clock_now(clock)?;
+    now.checked_sub(elapsed)?.checked_add(since_start)
+}
+
+/// The time on `clock` (since boot, for the monotonic and boot clocks).
+pub(crate) fn clock_now(clock: nix::time::ClockId) -> Option<std::time::Duration> {
     let ts = nix::time::clock_gettime(clock).ok()?;
-    let elapsed = std::time::Duration::new(
+    Some(std::time::Duration::new(
         u64::try_from(ts.tv_sec()).ok()?,
         u32::try_from(ts.tv_nsec()).ok()?,
-    );
-    now.checked_sub(elapsed)?.checked_add(since_start)
+    ))
 }
 
 /// Converts a protobuf timestamp to [`SystemTime`]; `None` for an unset, pre-epoch, malformed

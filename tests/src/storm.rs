@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::agent::{evidence, field, Agent};
 use crate::cri::{ContainerSpec, Pod, HOG};
@@ -92,4 +93,26 @@ pub fn placed_by(agent: &Agent) -> HashMap<String, usize> {
         }
     }
     tally
+}
+
+/// Waits until the agent's counts reach `expected`, or a while after the kernel's counts
+/// settled, then past the time kills would be reported from the counters alone (a kill
+/// counted twice would show by then); returns what it reported per container.
+pub async fn settle(agent: &mut Agent, expected: &HashMap<String, u64>) -> HashMap<String, u64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = reported_kills(agent);
+        if &got == expected || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        let _ = agent
+            .wait_for("more kills", Duration::from_millis(500), |_| false)
+            .await;
+    }
+    // Past the grace and the wait for reports the counters alone would be reported after: a
+    // kill counted twice would show by then.
+    let _ = agent
+        .wait_for("a kill counted twice", Duration::from_secs(4), |_| false)
+        .await;
+    reported_kills(agent)
 }

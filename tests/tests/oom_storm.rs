@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use podmortem_e2e::agent::{field, Agent};
 use podmortem_e2e::cri::{Pod, PodSpec};
-use podmortem_e2e::storm::{self, node_scope_kills, placed_by, reported_kills, storm};
+use podmortem_e2e::storm::{self, node_scope_kills, placed_by, storm};
 use podmortem_e2e::TestBed;
 
 /// The kernel log is the node's: a storm of one test would be another's unknown kills, so the
@@ -63,27 +63,6 @@ fn mismatches(agent: &Agent, got: &HashMap<String, u64>, expected: &HashMap<Stri
         .collect()
 }
 
-/// Waits until the agent's counts reach `expected`, or a while after the kernel's counts
-/// settled; returns what it attributed.
-async fn settle(agent: &mut Agent, expected: &HashMap<String, u64>) -> HashMap<String, u64> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = reported_kills(agent);
-        if &got == expected || tokio::time::Instant::now() > deadline {
-            break;
-        }
-        let _ = agent
-            .wait_for("more kills", Duration::from_millis(500), |_| false)
-            .await;
-    }
-    // Past the grace and the wait for reports the counters alone would be reported after: a
-    // kill counted twice would show by then.
-    let _ = agent
-        .wait_for("a kill counted twice", Duration::from_secs(4), |_| false)
-        .await;
-    reported_kills(agent)
-}
-
 /// Waits for the agent to settle, prints what it reported against the kernel's counts of
 /// `ids` (in that order) as `what`, and asserts they are equal with no kill about the node.
 async fn assert_counted_exactly(
@@ -92,7 +71,7 @@ async fn assert_counted_exactly(
     ids: &[String],
     expected: &HashMap<String, u64>,
 ) {
-    let got = settle(agent, expected).await;
+    let got = storm::settle(agent, expected).await;
     let unattributed = node_scope_kills(agent);
     let in_order = |counts: &HashMap<String, u64>| -> Vec<u64> {
         ids.iter()

@@ -12,8 +12,7 @@ use super::exec_attribution::{attribute, log_evidence, Attribution};
 use super::exit_code::{self, ExitCause};
 use super::format::{human_bytes, human_duration};
 use super::oom_evidence::{
-    kill_container_id, kill_evidence, memory_evidence, rss_words, task_oom_evidence, LimitHit,
-    DIED_WITH_CHILD,
+    died_with, kill_container_id, kill_evidence, memory_evidence, rss_words, task_oom_evidence, LimitHit,
 };
 use super::{Context, Detector, Evidence, EvidenceSource, Finding, FindingKind, Severity, Subject};
 use crate::catalogue::Catalogue;
@@ -250,10 +249,7 @@ impl ContainerExitDetector {
         // another of its processes right before the exit, makes the exit an OOM kill.
         let oom_said = c.reason == "OOMKilled" || oom_at.is_some();
         let died_with_child = match (oom_at, exited_at) {
-            (Some(oom), Some(exit)) => match exit.duration_since(oom) {
-                Ok(after) => after <= DIED_WITH_CHILD,
-                Err(before) => before.duration() <= Duration::from_millis(100),
-            },
+            (Some(oom), Some(exit)) => died_with(exit, oom),
             _ => false,
         };
         let oom_killed =

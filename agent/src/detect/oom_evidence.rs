@@ -15,6 +15,16 @@ use crate::sources::procfs::NodeMemory;
 /// 137): its exit is the container's `OOMKilled`.
 pub const DIED_WITH_CHILD: Duration = Duration::from_millis(500);
 
+/// Whether a main process that exited at `exit` died with a process killed (or an OOM
+/// announced) at `killed`: within [`DIED_WITH_CHILD`] after it, or up to 100 ms before it, as
+/// the two clocks go.
+pub fn died_with(exit: SystemTime, killed: SystemTime) -> bool {
+    match exit.duration_since(killed) {
+        Ok(after) => after <= DIED_WITH_CHILD,
+        Err(before) => before.duration() <= Duration::from_millis(100),
+    }
+}
+
 /// Whose memory limit an OOM kill enforced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitHit {

@@ -17,15 +17,15 @@
 //! every other kill is an `OOMKilledChild`, also when the container stops right after it. Per
 //! container, the kills reported add up to what its counter counted while podmortem watched.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use super::format::{human_bytes, human_duration};
 use super::oom_evidence::{
-    kill_container_id, kill_evidence, memory_evidence, node_memory_evidence, pod_uid_from_cgroup, rss_words,
-    task_oom_evidence, LimitHit, DIED_WITH_CHILD,
+    died_with, kill_container_id, kill_evidence, memory_evidence, node_memory_evidence, pod_uid_from_cgroup,
+    rss_words, task_oom_evidence, LimitHit,
 };
 use super::oom_ledger::{created_after, Explained, OomLedger, Unexplained};
 use super::{Context, Detector, Evidence, EvidenceSource, Finding, FindingKind, Severity, Subject};
@@ -145,7 +145,7 @@ pub struct OomKillDetector {
     /// Containers whose main process exited recently.
     exits: HashMap<String, ExitSeen>,
     /// Containers whose main process's kill the kernel log reported (recently exited ones).
-    mains_killed: std::collections::HashSet<String>,
+    mains_killed: HashSet<String>,
     /// The kernel's own kill counts per container.
     ledger: OomLedger,
     /// The containers the ledger accounts for, as last known (they may be removed before their
@@ -165,7 +165,7 @@ impl OomKillDetector {
             pending: Vec::new(),
             task_ooms: HashMap::new(),
             exits: HashMap::new(),
-            mains_killed: std::collections::HashSet::new(),
+            mains_killed: HashSet::new(),
             ledger: OomLedger::default(),
             known: HashMap::new(),
             started: None,
@@ -183,32 +183,6 @@ impl OomKillDetector {
             out.push(node_oom(kill, at, cx));
             return;
         }
-        // Placed now, while the container is known: it may be removed within the grace.
-        let placed = match kill_container_id(kill) {
-            Some(id) => self.container(id, cx).map(|c| {
-                let how = if kill.memcg_from_procfs {
-                    Placed::Procfs
-                } else {
-                    Placed::Report
-                };
-                (c.clone(), how)
-            }),
-            // A main process is known by its pid, also once it has exited (the kernel log
-            // read through syslog(2) may bring its kill after the exit).
-            None if kill.task_memcg.is_none() => cx
-                .inventory
-                .container_with_pid(kill.pid)
-                .map(|c| c.id.clone())
-                .or_else(|| {
-                    self.exits
-                        .iter()
-                        .find(|(_, e)| e.pid == kill.pid)
-                        .map(|(id, _)| id.clone())
-                })
-                .and_then(|id| self.container(&id, cx).cloned())
-                .map(|c| (c, Placed::MainPid)),
-            None => None,
-        };
         let mut pending = PendingKill {
             kill: Box::new(kill.clone()),
             at,
@@ -217,9 +191,8 @@ impl OomKillDetector {
             placed: None,
             already_reported: false,
         };
-        if let Some((c, how)) = placed {
-            self.settle_in(&mut pending, c, how);
-        }
+        // Placed now, while the container is known: it may be removed within the grace.
+        self.place_on_arrival(&mut pending, cx);
         if self.pending.len() >= MAX_PENDING {
             let mut oldest = self.pending.remove(0);
             self.place(&mut oldest, cx);
@@ -241,6 +214,15 @@ impl OomKillDetector {
     /// Whether `pid` is container `c`'s main process (as CRI or containerd's `TaskExit` said).
     fn is_main(&self, c: &ContainerInfo, pid: u32) -> bool {
         c.pid == Some(pid) || self.exits.get(&c.id).is_some_and(|e| e.pid == pid)
+    }
+
+    /// How far from `at` container `id`'s nearest waiting `TaskOOM` is.
+    fn nearest_task_oom(&self, id: &str, at: SystemTime) -> Option<Duration> {
+        self.task_ooms
+            .get(id)?
+            .iter()
+            .map(|(t, _)| distance(*t, at))
+            .min()
     }
 
     /// Takes container `id`'s `TaskOOM` nearest to `at`, if one waits.
@@ -293,23 +275,46 @@ impl OomKillDetector {
     /// Places a kill the kernel log did not place: in the container whose counter counted a
     /// kill not placed yet (the oldest such count first, then the `TaskOOM` nearest the kill),
     /// else in the container of the `TaskOOM` nearest the kill, within [`TASK_OOM_WINDOW`].
-    fn place(&mut self, p: &mut PendingKill, cx: &Context<'_>) {
+    /// Places kill `p` by what it says itself: the memory cgroup its report names (or the
+    /// source read from `/proc`), else the main pid of a container, also one that has exited
+    /// (the kernel log read through syslog(2) may bring its kill after the exit).
+    fn place_on_arrival(&mut self, p: &mut PendingKill, cx: &Context<'_>) {
         if p.placed.is_some() {
             return;
         }
-        if let Some(id) = kill_container_id(&p.kill) {
-            // A container the inventory learnt of during the grace (killed as it started).
-            if let Some(c) = self.container(id, cx).cloned() {
+        let placed = match kill_container_id(&p.kill) {
+            Some(id) => {
                 let how = if p.kill.memcg_from_procfs {
                     Placed::Procfs
                 } else {
                     Placed::Report
                 };
-                self.settle_in(p, c, how);
+                self.container(id, cx).map(|c| (c.clone(), how))
             }
-            return;
+            None if p.kill.task_memcg.is_none() => cx
+                .inventory
+                .container_with_pid(p.kill.pid)
+                .map(|c| c.id.clone())
+                .or_else(|| {
+                    self.exits
+                        .iter()
+                        .find(|(_, e)| e.pid == p.kill.pid)
+                        .map(|(id, _)| id.clone())
+                })
+                .and_then(|id| self.container(&id, cx).cloned())
+                .map(|c| (c, Placed::MainPid)),
+            None => None,
+        };
+        if let Some((c, how)) = placed {
+            self.settle_in(p, c, how);
         }
-        if p.kill.task_memcg.is_some() {
+    }
+
+    fn place(&mut self, p: &mut PendingKill, cx: &Context<'_>) {
+        // Again, for a container the inventory learnt of during the grace (killed as it
+        // started).
+        self.place_on_arrival(p, cx);
+        if p.placed.is_some() || p.kill.task_memcg.is_some() {
             return;
         }
         let at = p.time();
@@ -320,11 +325,7 @@ impl OomKillDetector {
             .with_surplus()
             .filter(|id| self.container(id, cx).is_some())
             .min_by_key(|id| {
-                let task_oom = self
-                    .task_ooms
-                    .get(*id)
-                    .and_then(|q| q.iter().map(|(t, _)| distance(*t, at)).min())
-                    .unwrap_or(Duration::MAX);
+                let task_oom = self.nearest_task_oom(id, at).unwrap_or(Duration::MAX);
                 let seen = self.ledger.oldest_surplus(id).unwrap_or(at);
                 let before_the_kill = seen.checked_add(CLOCKS).is_some_and(|s| s < at);
                 (before_the_kill, distance(seen, at), task_oom, id.to_string())
@@ -349,8 +350,8 @@ impl OomKillDetector {
         // nearest the kill.
         let by_task_oom = self
             .task_ooms
-            .iter()
-            .filter_map(|(id, q)| Some((q.iter().map(|(t, _)| distance(*t, at)).min()?, id)))
+            .keys()
+            .filter_map(|id| Some((self.nearest_task_oom(id, at)?, id)))
             .filter(|(d, _)| *d <= TASK_OOM_WINDOW)
             .min()
             .map(|(_, id)| id.clone());
@@ -472,15 +473,6 @@ impl OomKillDetector {
         }
         let kept_running = self.kept_running(c, Some((p.kill.pid, p.time())), cx);
         out.push(child_kill(c, p, *how, kept_running, cx));
-    }
-}
-
-/// Whether a main process that exited at `exit` died with a process killed at `killed`: right
-/// after it (or a little before, as the two clocks go).
-fn died_with(exit: SystemTime, killed: SystemTime) -> bool {
-    match exit.duration_since(killed) {
-        Ok(after) => after <= DIED_WITH_CHILD,
-        Err(before) => before.duration() <= Duration::from_millis(100),
     }
 }
 

@@ -883,11 +883,7 @@ impl Reader {
 /// How long ago a kernel timestamp (microseconds since boot) was, on the monotonic clock; a
 /// timestamp ahead of it (the two clocks drift apart slowly) is now.
 fn age(usec: u64) -> Option<Duration> {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
-    let now = Duration::new(
-        u64::try_from(now.tv_sec()).ok()?,
-        u32::try_from(now.tv_nsec()).ok()?,
-    );
+    let now = crate::sources::clock_now(nix::time::ClockId::CLOCK_MONOTONIC)?;
     Some(now.saturating_sub(Duration::from_micros(usec)))
 }
 

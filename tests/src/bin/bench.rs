@@ -217,21 +217,9 @@ async fn oom_storm(reader: &str, config: &str, seconds: u64) -> Result<()> {
     let stormed = started.elapsed();
     let (_, cpu_after) = footprint(pid)?;
     let expected: Vec<u64> = counts.clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut reported;
-    loop {
-        let got = storm::reported_kills(&agent);
-        reported = ids
-            .iter()
-            .map(|id| got.get(id).copied().unwrap_or(0))
-            .collect::<Vec<_>>();
-        if reported == expected || tokio::time::Instant::now() > deadline {
-            break;
-        }
-        let _ = agent
-            .wait_for("more kills", Duration::from_millis(500), |_| false)
-            .await;
-    }
+    let by_id = ids.iter().cloned().zip(counts).collect();
+    let got = storm::settle(&mut agent, &by_id).await;
+    let reported: Vec<u64> = ids.iter().map(|id| got.get(id).copied().unwrap_or(0)).collect();
     println!(
         "OOM storm, kernel log through {reader}, {:.0} s: kernel counted {:?} = {} kills, podmortem reported {:?} = {}, {} not placed in a container, {} findings, last kill of each placed by {:?}, agent CPU {:.2}% of one core",
         stormed.as_secs_f64(),
